@@ -1,0 +1,47 @@
+# The front door. `make test` and `make run` work on a fresh clone: the first
+# target that needs Python creates .venv and installs the pinned requirements.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+export PYTHONPATH := $(CURDIR)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: venv lint typecheck unit integration test run bench-ingest clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy shared ingest_fn ops tests
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv
+	$(BIN)/pytest tests/integration
+
+# Everything CI runs: static checks, then unit and integration tests on the real emulators.
+test: lint typecheck
+	$(BIN)/pytest
+
+# The whole pipeline on local emulators; Ctrl-C stops it all.
+run: venv
+	$(PY) -m ops.local
+
+bench-ingest: venv
+	$(PY) -m ops.bench_ingest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""Why a webhook request was not stored, and the status code each reason earns.
+
+`status` and `event` live on the error types so that the entry point maps
+every failure to a response in one place, without a chain of special cases.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from shared.errors import PermanentError, RetryableError
+from shared.log import Severity
+
+
+class RequestRejected(PermanentError):
+    """The request itself is wrong; the same request will be refused again."""
+
+    status: ClassVar[int] = 400
+    event: ClassVar[str] = "request_rejected"
+    severity: ClassVar[Severity] = "WARNING"
+
+
+class MethodNotAllowed(RequestRejected):
+    status = 405
+    event = "method_not_allowed"
+
+
+class PayloadTooLarge(RequestRejected):
+    status = 413
+    event = "payload_too_large"
+
+
+class SignatureRejected(RequestRejected):
+    """Missing or malformed signature headers, stale timestamp, or no matching signature."""
+
+    status = 401
+    event = "signature_rejected"
+
+
+class PublishFailed(RetryableError):
+    """Pub/Sub did not confirm the publish in time: nothing may be promised."""
+
+    status: ClassVar[int] = 503
+    event: ClassVar[str] = "publish_failed"
+    severity: ClassVar[Severity] = "ERROR"
+
+
+IngestError = RequestRejected | PublishFailed

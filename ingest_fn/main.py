@@ -1,0 +1,114 @@
+"""Cloud Function entry point `ingest`: Supaglue (Svix) webhooks into Pub/Sub.
+
+A thin HTTP layer over ingest_fn.service: it hands over the request's parts,
+turns the outcome or the typed error into a response, and writes one log line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+# The Functions Framework loads this file by path and puts only its folder on
+# sys.path; the packages `ingest_fn` and `shared` sit one level up, both in the
+# repository and in the deployed source archive.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import flask  # noqa: E402
+import functions_framework  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from ingest_fn.classify import Destination  # noqa: E402
+from ingest_fn.errors import PublishFailed, RequestRejected  # noqa: E402
+from ingest_fn.service import Ingestor, Stored  # noqa: E402
+from shared.log import JsonLogger, Severity, TraceContext  # noqa: E402
+from shared.settings import IngestSettings  # noqa: E402
+
+
+def _load_settings() -> IngestSettings:
+    """Settings, or a start-up failure that names the bad variables and never their values."""
+    try:
+        return IngestSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        JsonLogger("ingest").log("CRITICAL", "settings_invalid", problems)
+        raise SystemExit(f"invalid ingest settings: {problems}") from None
+
+
+# Validated at load so a misconfigured deployment fails to start instead of
+# answering every webhook with an error; no network client is created here.
+_SETTINGS = _load_settings()
+_INGESTOR = Ingestor(_SETTINGS)
+_LOG = JsonLogger("ingest", project_id=_SETTINGS.google_cloud_project)
+
+
+@functions_framework.http
+def ingest(request: flask.Request) -> flask.Response:
+    started = time.perf_counter()
+    trace = TraceContext.from_headers(request.headers)
+    try:
+        stored = _INGESTOR.ingest(
+            method=request.method,
+            headers=request.headers,
+            content_length=request.content_length,
+            body=request.stream,
+            now=time.time(),
+        )
+    except (RequestRejected, PublishFailed) as error:
+        # Refusals tell the sender what to fix; a storage failure reveals nothing internal.
+        detail = str(error) if isinstance(error, RequestRejected) else "not stored; retry later"
+        response = flask.jsonify(error=error.event, detail=detail)
+        response.status_code = error.status
+        if error.status == 405:
+            response.headers["Allow"] = "POST"
+        _LOG.log(
+            error.severity,
+            error.event,
+            f"webhook refused: {error}",
+            trace=trace,
+            httpRequest=_http_request(request, error.status, started),
+        )
+        return response
+    _log_stored(stored, request, trace, started)
+    status = "quarantined" if stored.message.destination is Destination.QUARANTINE else "published"
+    return flask.jsonify(status=status, message_id=stored.message_id)
+
+
+def _log_stored(
+    stored: Stored, request: flask.Request, trace: TraceContext | None, started: float
+) -> None:
+    message = stored.message
+    severity: Severity
+    if message.destination is Destination.QUARANTINE:
+        severity, event = "WARNING", "webhook_quarantined"
+    elif not message.known_type:
+        severity, event = "NOTICE", "webhook_unknown_type"
+    else:
+        severity, event = "INFO", "webhook_published"
+    _LOG.log(
+        severity,
+        event,
+        f"{message.event_type or 'webhook'} stored in {stored.topic}",
+        trace=trace,
+        message_id=stored.message_id,
+        topic=stored.topic,
+        body_bytes=len(message.data),
+        httpRequest=_http_request(request, 200, started),
+        **message.attributes,
+    )
+
+
+def _http_request(request: flask.Request, status: int, started: float) -> dict[str, object]:
+    """Cloud Logging's httpRequest shape, so the entry shows as a request."""
+    return {
+        "requestMethod": request.method,
+        "status": status,
+        "latency": f"{time.perf_counter() - started:.6f}s",
+        "userAgent": request.user_agent.string or None,
+    }

@@ -1,0 +1,89 @@
+"""The ingest pipeline as a plain function of the request's parts.
+
+Order matters and is fixed here: method, declared size, bounded read, verify
+the raw bytes, only then parse and classify, publish, and report success only
+once Pub/Sub has confirmed. Every refusal is a typed error from errors.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import BinaryIO, Final
+
+from ingest_fn.classify import Destination, OutgoingMessage, classify
+from ingest_fn.errors import MethodNotAllowed, PayloadTooLarge
+from ingest_fn.publish import EventPublisher, PublisherConfig
+from ingest_fn.verify import SignatureVerifier
+from shared.settings import IngestSettings
+
+_READ_CHUNK: Final = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A webhook Pub/Sub has confirmed; only now may the sender hear 2xx."""
+
+    message: OutgoingMessage
+    message_id: str
+    topic: str
+
+
+class Ingestor:
+    def __init__(self, settings: IngestSettings) -> None:
+        self._settings = settings
+        self._verifier = SignatureVerifier(
+            (secret.get_secret_value() for secret in settings.webhook_secrets),
+            tolerance_seconds=settings.webhook_tolerance_seconds,
+        )
+        self._publisher = EventPublisher(
+            PublisherConfig(
+                project_id=settings.google_cloud_project,
+                topics={
+                    Destination.EVENTS: settings.events_topic,
+                    Destination.QUARANTINE: settings.quarantine_topic,
+                },
+                timeout_seconds=settings.publish_timeout_seconds,
+                batch_max_latency_seconds=settings.publish_batch_max_latency_seconds,
+                batch_max_messages=settings.publish_batch_max_messages,
+                max_outstanding=settings.publish_max_outstanding,
+            )
+        )
+
+    def ingest(
+        self,
+        *,
+        method: str,
+        headers: Mapping[str, str],
+        content_length: int | None,
+        body: BinaryIO,
+        now: float,
+    ) -> Stored:
+        """Store one webhook delivery or raise an IngestError saying why not."""
+        if method != "POST":
+            raise MethodNotAllowed(f"{method} is not allowed; use POST")
+        raw = read_limited(body, content_length, self._settings.max_body_bytes)
+        signed = self._verifier.verify(raw, headers, now=now)
+        message = classify(raw, signed, source=self._settings.event_source)
+        message_id = self._publisher.publish(message)
+        return Stored(message, message_id, self._publisher.topic_path(message.destination))
+
+
+def read_limited(stream: BinaryIO, content_length: int | None, limit: int) -> bytes:
+    """Read the whole body, refusing it as soon as it is known to exceed `limit`.
+
+    A declared Content-Length over the limit is refused before reading; a body
+    without one (chunked) is refused once the limit is crossed while reading.
+    """
+    if content_length is not None and content_length > limit:
+        raise PayloadTooLarge(f"declared {content_length} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)

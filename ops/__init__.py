@@ -1,0 +1,1 @@
+"""Operator tooling beside the deployables: the local stack, benchmarks, the CLI."""

@@ -1,0 +1,78 @@
+"""The Pub/Sub message contract between the ingest function and the handlers.
+
+`data` is the verified webhook body, byte for byte. Attributes carry what
+routing and filtering need, so nothing downstream has to parse the body to
+decide whether a message is its business. Attribute names live here only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+from shared.events import AnyEvent, UnknownEvent
+
+# Pub/Sub refuses attribute values over 1024 bytes.
+MAX_ATTRIBUTE_BYTES: Final = 1024
+SOURCE_SUPAGLUE: Final = "supaglue"
+
+
+class Attr(StrEnum):
+    EVENT_TYPE = "event_type"
+    WEBHOOK_ID = "webhook_id"
+    WEBHOOK_TIMESTAMP = "webhook_timestamp"
+    SOURCE = "source"
+    CUSTOMER_ID = "customer_id"
+    CONNECTION_ID = "connection_id"
+    PROVIDER_NAME = "provider_name"
+    OBJECT = "object"
+    # Set on quarantined and dead-lettered messages only.
+    REASON = "reason"
+    REASON_DETAIL = "reason_detail"
+
+
+def delivery_attributes(*, webhook_id: str, webhook_timestamp: str, source: str) -> dict[str, str]:
+    """Attributes every message gets, whatever its body holds."""
+    return {
+        Attr.WEBHOOK_ID.value: webhook_id,
+        Attr.WEBHOOK_TIMESTAMP.value: webhook_timestamp,
+        Attr.SOURCE.value: source,
+    }
+
+
+def event_attributes(event: AnyEvent) -> dict[str, str]:
+    """The event type and whichever routing ids the event carries."""
+    attributes = {Attr.EVENT_TYPE.value: event.webhook_event_type}
+    if isinstance(event, UnknownEvent):
+        # An unknown type still routes by the ids it happens to carry.
+        fields = event.model_dump()
+        candidates = {
+            Attr.CUSTOMER_ID: fields.get("customer_id"),
+            Attr.CONNECTION_ID: fields.get("connection_id"),
+            Attr.PROVIDER_NAME: fields.get("provider_name"),
+            Attr.OBJECT: fields.get("object", fields.get("object_name")),
+        }
+    else:
+        candidates = {
+            Attr.CUSTOMER_ID: event.customer_id,
+            Attr.CONNECTION_ID: event.connection_key,
+            Attr.PROVIDER_NAME: event.provider_name,
+            Attr.OBJECT: event.object_name_or_none,
+        }
+    for name, value in candidates.items():
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            attributes[name.value] = str(value)
+    return attributes
+
+
+def oversized_attributes(attributes: dict[str, str]) -> list[str]:
+    """Names of attributes whose value Pub/Sub would refuse."""
+    return [k for k, v in attributes.items() if len(v.encode()) > MAX_ATTRIBUTE_BYTES]
+
+
+def truncate_utf8(text: str, limit: int = MAX_ATTRIBUTE_BYTES) -> str:
+    """Cut text to at most `limit` UTF-8 bytes without splitting a character."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode(errors="ignore")

@@ -1,0 +1,87 @@
+"""Settings from environment variables, validated once at start-up.
+
+Each deployable reads its own class from here and nothing else reads the
+environment; a missing or placeholder value fails loudly with the variable's
+name instead of surfacing later as a confusing runtime error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Final
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Pub/Sub refuses a publish request over 10,000,000 bytes; keep room for the
+# attributes and the request's framing so a body we accept can always be published.
+PUBSUB_MAX_REQUEST_BYTES: Final = 10_000_000
+MAX_BODY_BYTES_LIMIT: Final = PUBSUB_MAX_REQUEST_BYTES - 64 * 1024
+# The svix verifier itself rejects timestamps more than five minutes away.
+SVIX_TOLERANCE_SECONDS: Final = 300
+
+_TOPIC_ID = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    google_cloud_project: str = Field(min_length=1)
+
+
+class IngestSettings(_Base):
+    """What the ingest function needs: secrets, topics and limits."""
+
+    webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(min_length=1)
+    events_topic: str
+    quarantine_topic: str
+    webhook_tolerance_seconds: int = Field(default=SVIX_TOLERANCE_SECONDS, ge=1, le=SVIX_TOLERANCE_SECONDS)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES_LIMIT, ge=1, le=MAX_BODY_BYTES_LIMIT)
+    # Bounded so that an answer always reaches Svix well inside its 15 s budget.
+    publish_timeout_seconds: float = Field(default=8.0, gt=0, le=12)
+    # Batching trades a little latency for far fewer RPCs under concurrency;
+    # `make bench-ingest` measures the effect of these two.
+    publish_batch_max_latency_seconds: float = Field(default=0.003, ge=0, le=0.1)
+    publish_batch_max_messages: int = Field(default=50, ge=1, le=1000)
+    # Messages waiting for Pub/Sub beyond this are refused with 503, not queued in memory.
+    publish_max_outstanding: int = Field(default=1000, ge=1)
+    event_source: str = "supaglue"
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in re.split(r"[\s,]+", value) if part)
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _check_secrets(cls, secrets: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for position, secret in enumerate(secrets, start=1):
+            _check_secret(position, secret.get_secret_value())
+        return secrets
+
+    @field_validator("events_topic", "quarantine_topic")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        if not _TOPIC_ID.match(value) or value.lower().startswith("goog"):
+            raise ValueError(
+                f"{value!r} is not a Pub/Sub topic id (give the id, not projects/.../topics/...)"
+            )
+        return value
+
+
+def _check_secret(position: int, secret: str) -> None:
+    """Reject what the verifier would accept but cannot be a real Svix secret."""
+    if not secret.startswith("whsec_"):
+        raise ValueError(f"secret #{position} must start with 'whsec_'")
+    key = secret.removeprefix("whsec_")
+    try:
+        decoded = base64.b64decode(key + "=" * (-len(key) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError(f"secret #{position} is not base64 after 'whsec_'") from None
+    if len(decoded) < 16:
+        # Real Svix keys are 24+ random bytes; shorter ones are placeholders like whsec_changeme.
+        raise ValueError(f"secret #{position} is shorter than 16 bytes: a placeholder?")
