@@ -75,7 +75,11 @@ def classify(body: bytes, signed: SignedHeaders, *, source: str) -> OutgoingMess
 def _quarantine(
     body: bytes, base: dict[str, str], reason: str, detail: str, *, payload: object
 ) -> OutgoingMessage:
-    attributes = {**base, Attr.REASON.value: reason, Attr.REASON_DETAIL.value: truncate_utf8(detail)}
+    attributes = {
+        **base,
+        Attr.REASON.value: reason,
+        Attr.REASON_DETAIL.value: truncate_utf8(detail),
+    }
     if isinstance(payload, dict):
         event_type = payload.get("webhook_event_type")
         if isinstance(event_type, str) and event_type:

@@ -6,6 +6,7 @@ turns the outcome or the typed error into a response, and writes one log line.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import functions_framework  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from ingest_fn.classify import Destination  # noqa: E402
-from ingest_fn.errors import PublishFailed, RequestRejected  # noqa: E402
+from ingest_fn.errors import MethodNotAllowed, PublishFailed, RequestRejected  # noqa: E402
 from ingest_fn.service import Ingestor, Stored  # noqa: E402
 from shared.log import JsonLogger, Severity, TraceContext  # noqa: E402
 from shared.settings import IngestSettings  # noqa: E402
@@ -51,22 +52,18 @@ _LOG = JsonLogger("ingest", project_id=_SETTINGS.google_cloud_project)
 @functions_framework.http
 def ingest(request: flask.Request) -> flask.Response:
     started = time.perf_counter()
-    trace = TraceContext.from_headers(request.headers)
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    trace = TraceContext.from_headers(headers)
     try:
         stored = _INGESTOR.ingest(
             method=request.method,
-            headers=request.headers,
+            headers=headers,
             content_length=request.content_length,
             body=request.stream,
             now=time.time(),
         )
     except (RequestRejected, PublishFailed) as error:
-        # Refusals tell the sender what to fix; a storage failure reveals nothing internal.
-        detail = str(error) if isinstance(error, RequestRejected) else "not stored; retry later"
-        response = flask.jsonify(error=error.event, detail=detail)
-        response.status_code = error.status
-        if error.status == 405:
-            response.headers["Allow"] = "POST"
+        response = _error_response(error)
         _LOG.log(
             error.severity,
             error.event,
@@ -78,6 +75,21 @@ def ingest(request: flask.Request) -> flask.Response:
     _log_stored(stored, request, trace, started)
     status = "quarantined" if stored.message.destination is Destination.QUARANTINE else "published"
     return flask.jsonify(status=status, message_id=stored.message_id)
+
+
+def _error_response(error: RequestRejected | PublishFailed) -> flask.Response:
+    # Refusals tell the sender what to fix; a storage failure reveals nothing internal.
+    detail = str(error) if isinstance(error, RequestRejected) else "not stored; retry later"
+    payload = json.dumps({"error": error.event, "detail": detail})
+    if not error.body_unread:
+        return flask.Response(payload, status=error.status, mimetype="application/json")
+    # The Functions Framework reads the whole request body into memory after
+    # every non-streamed response; a streamed one leaves it unread (gunicorn
+    # discards it chunk by chunk if the client keeps sending).
+    response = flask.Response(iter([payload]), status=error.status, mimetype="application/json")
+    if isinstance(error, MethodNotAllowed):
+        response.headers["Allow"] = "POST"
+    return response
 
 
 def _log_stored(

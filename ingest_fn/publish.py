@@ -56,8 +56,8 @@ class EventPublisher:
         self._config = config
         self._client: pubsub_v1.PublisherClient | None = None
         self._lock = threading.Lock()
-        self._topic_paths = {
-            destination: pubsub_v1.PublisherClient.topic_path(config.project_id, topic)
+        self._topic_paths: dict[Destination, str] = {
+            destination: str(pubsub_v1.PublisherClient.topic_path(config.project_id, topic))
             for destination, topic in config.topics.items()
         }
 
@@ -78,7 +78,7 @@ class EventPublisher:
             message_id: str = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except MessageTooLargeError as exc:
             raise PayloadTooLarge(str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             # Whatever stopped the confirmation (RPC error, retry deadline, flow
             # control, timeout), the message is not known to be stored: 503 makes
             # the sender retry, which is the only safe answer.

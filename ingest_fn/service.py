@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import BinaryIO, Final
+from typing import IO, Final
 
 from ingest_fn.classify import Destination, OutgoingMessage, classify
 from ingest_fn.errors import MethodNotAllowed, PayloadTooLarge
@@ -56,7 +56,7 @@ class Ingestor:
         method: str,
         headers: Mapping[str, str],
         content_length: int | None,
-        body: BinaryIO,
+        body: IO[bytes],
         now: float,
     ) -> Stored:
         """Store one webhook delivery or raise an IngestError saying why not."""
@@ -69,7 +69,7 @@ class Ingestor:
         return Stored(message, message_id, self._publisher.topic_path(message.destination))
 
 
-def read_limited(stream: BinaryIO, content_length: int | None, limit: int) -> bytes:
+def read_limited(stream: IO[bytes], content_length: int | None, limit: int) -> bytes:
     """Read the whole body, refusing it as soon as it is known to exceed `limit`.
 
     A declared Content-Length over the limit is refused before reading; a body

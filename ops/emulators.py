@@ -88,13 +88,11 @@ def _require_gcloud() -> str:
     return gcloud
 
 
-def _spawn(
-    name: str, argv: list[str], port: int, data_dir: Path, log_dir: Path | None
-) -> Emulator:
+def _spawn(name: str, argv: list[str], port: int, data_dir: Path, log_dir: Path | None) -> Emulator:
     log_path = (log_dir or data_dir) / f"{name}-emulator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("wb")
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [*argv],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -111,7 +109,7 @@ def _wait_http_ok(emulator: Emulator, timeout: float) -> None:
         if not emulator.running():
             raise EmulatorError(f"{emulator.name} emulator exited:\n{emulator.tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):

@@ -6,6 +6,7 @@ several emulators without touching PUBSUB_EMULATOR_HOST in their own process.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import grpc
@@ -34,24 +35,20 @@ def subscriber_client(emulator_host: str) -> pubsub_v1.SubscriberClient:
 
 
 def ensure_topic(publisher: pubsub_v1.PublisherClient, project: str, topic: str) -> str:
-    path = publisher.topic_path(project, topic)
-    try:
+    path = str(publisher.topic_path(project, topic))
+    with contextlib.suppress(api_exceptions.AlreadyExists):
         publisher.create_topic(name=path)
-    except api_exceptions.AlreadyExists:
-        pass
     return path
 
 
 def ensure_pull_subscription(
     subscriber: pubsub_v1.SubscriberClient, project: str, topic: str, subscription: str
 ) -> str:
-    path = subscriber.subscription_path(project, subscription)
-    try:
+    path = str(subscriber.subscription_path(project, subscription))
+    with contextlib.suppress(api_exceptions.AlreadyExists):
         subscriber.create_subscription(
             name=path, topic=pubsub_v1.PublisherClient.topic_path(project, topic)
         )
-    except api_exceptions.AlreadyExists:
-        pass
     return path
 
 
@@ -80,7 +77,5 @@ def pull(
         for received in response.received_messages
     ]
     if ack and messages:
-        subscriber.acknowledge(
-            subscription=subscription_path, ack_ids=[m.ack_id for m in messages]
-        )
+        subscriber.acknowledge(subscription=subscription_path, ack_ids=[m.ack_id for m in messages])
     return messages

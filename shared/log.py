@@ -39,13 +39,16 @@ class TraceContext:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> TraceContext | None:
-        """Parse W3C `traceparent` first, then `X-Cloud-Trace-Context`; None if neither."""
+        """Parse W3C `traceparent` first, then `X-Cloud-Trace-Context`; None if neither.
+
+        `headers` has lower-case keys, as the entry points pass them.
+        """
         traceparent = (headers.get("traceparent") or "").strip().lower()
         match = _TRACEPARENT.match(traceparent)
         if match and set(match.group(1)) != {"0"}:
             flags = int(match.group(3), 16)
             return cls(match.group(1), match.group(2), bool(flags & 1))
-        cloud = (headers.get("X-Cloud-Trace-Context") or "").strip()
+        cloud = (headers.get("x-cloud-trace-context") or "").strip()
         match = _CLOUD_TRACE.match(cloud)
         if match:
             span = match.group(2)

@@ -37,7 +37,9 @@ class IngestSettings(_Base):
     webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(min_length=1)
     events_topic: str
     quarantine_topic: str
-    webhook_tolerance_seconds: int = Field(default=SVIX_TOLERANCE_SECONDS, ge=1, le=SVIX_TOLERANCE_SECONDS)
+    webhook_tolerance_seconds: int = Field(
+        default=SVIX_TOLERANCE_SECONDS, ge=1, le=SVIX_TOLERANCE_SECONDS
+    )
     max_body_bytes: int = Field(default=MAX_BODY_BYTES_LIMIT, ge=1, le=MAX_BODY_BYTES_LIMIT)
     # Bounded so that an answer always reaches Svix well inside its 15 s budget.
     publish_timeout_seconds: float = Field(default=8.0, gt=0, le=12)

@@ -1,0 +1,1 @@
+"""The ingest Cloud Function: verified Supaglue webhooks into Pub/Sub."""

@@ -1,0 +1,45 @@
+"""Fixtures shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import functions_framework
+import pytest
+from flask.testing import FlaskClient
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "shared" / "samples"
+INGEST_SOURCE = str(REPO / "ingest_fn" / "main.py")
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    """Tests set settings through the environment; none may leak into the next."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def ingest_client() -> FlaskClient:
+    """A test client of the real function app, loaded as Cloud Functions loads it."""
+    app = functions_framework.create_app("ingest", INGEST_SOURCE)  # type: ignore[no-untyped-call]
+    client: FlaskClient = app.test_client()
+    return client
+
+
+def sample(event_type: str) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads((SAMPLES / f"{event_type}.json").read_text())
+    return loaded
+
+
+def sample_bytes(event_type: str) -> bytes:
+    return (SAMPLES / f"{event_type}.json").read_bytes()
+
+
+def sample_types() -> list[str]:
+    return sorted(path.stem for path in SAMPLES.glob("*.json"))

@@ -1,0 +1,98 @@
+"""Real emulators for the integration tests, started once per session on free ports."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from google.cloud import pubsub_v1
+
+from ops import pubsub_admin
+from ops.emulators import Emulator, start_pubsub
+from ops.signing import DEV_SECRET
+from tests.conftest import ingest_client
+
+PROJECT = "integration-test"
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    emulator = start_pubsub(PROJECT, log_dir=tmp_path_factory.mktemp("logs"))
+    yield emulator
+    emulator.stop()
+
+
+@dataclass
+class Topics:
+    """A fresh pair of topics, each with a pull subscription to read what arrived."""
+
+    emulator_host: str
+    events: str
+    quarantine: str
+    subscriber: pubsub_v1.SubscriberClient
+
+    def subscription(self, topic: str) -> str:
+        return str(self.subscriber.subscription_path(PROJECT, f"{topic}-watch"))
+
+    def pull(
+        self, topic: str, *, expect: int, timeout: float = 10.0
+    ) -> list[pubsub_admin.PulledMessage]:
+        """Pull until `expect` messages arrived, then check nothing more comes."""
+        deadline = time.monotonic() + timeout
+        received: list[pubsub_admin.PulledMessage] = []
+        while len(received) < expect and time.monotonic() < deadline:
+            batch = pubsub_admin.pull(self.subscriber, self.subscription(topic))
+            received.extend(batch)
+            if not batch:
+                time.sleep(0.05)
+        received.extend(pubsub_admin.pull(self.subscriber, self.subscription(topic)))
+        return received
+
+
+def make_topics(emulator: Emulator) -> Topics:
+    suffix = uuid.uuid4().hex[:8]
+    publisher = pubsub_admin.publisher_client(emulator.host_port)
+    subscriber = pubsub_admin.subscriber_client(emulator.host_port)
+    topics = Topics(emulator.host_port, f"events-{suffix}", f"quarantine-{suffix}", subscriber)
+    for topic in (topics.events, topics.quarantine):
+        pubsub_admin.ensure_topic(publisher, PROJECT, topic)
+        pubsub_admin.ensure_pull_subscription(subscriber, PROJECT, topic, f"{topic}-watch")
+    return topics
+
+
+@pytest.fixture
+def topics(pubsub_emulator: Emulator) -> Topics:
+    return make_topics(pubsub_emulator)
+
+
+def ingest_env(topics: Topics, **overrides: str) -> dict[str, str]:
+    return {
+        "WEBHOOK_SECRETS": DEV_SECRET,
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "EVENTS_TOPIC": topics.events,
+        "QUARANTINE_TOPIC": topics.quarantine,
+        "PUBSUB_EMULATOR_HOST": topics.emulator_host,
+        **overrides,
+    }
+
+
+@pytest.fixture
+def ingest_app(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FlaskClient]:
+    """The real function app, publishing to the emulator behind `topics`."""
+
+    def build(topics: Topics, **overrides: str) -> FlaskClient:
+        for key, value in ingest_env(topics, **overrides).items():
+            monkeypatch.setenv(key, value)
+        return ingest_client()
+
+    return build
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,150 @@
+"""The ingest function publishing to the real Pub/Sub emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+from flask.testing import FlaskClient
+
+from ops.emulators import start_pubsub
+from ops.signing import signed_headers
+from tests.conftest import sample, sample_bytes, sample_types
+from tests.integration.conftest import PROJECT, Topics, make_topics
+
+pytestmark = pytest.mark.integration
+
+Build = Callable[..., FlaskClient]
+
+
+def test_known_events_arrive_byte_exact_with_their_attributes(
+    topics: Topics, ingest_app: Build
+) -> None:
+    client = ingest_app(topics)
+    sent = {}
+    for event_type in sample_types():
+        # Odd spacing and key order on purpose: re-serialising would change the bytes.
+        body = json.dumps(sample(event_type), indent=3, sort_keys=True).encode() + b"\n"
+        headers = signed_headers(body, webhook_id=f"msg_{event_type}")
+        response = client.post("/", data=body, headers=headers)
+        assert response.status_code == 200, response.data
+        sent[f"msg_{event_type}"] = (body, headers["svix-timestamp"], event_type)
+
+    received = topics.pull(topics.events, expect=len(sent))
+    assert len(received) == len(sent)
+    for message in received:
+        body, timestamp, event_type = sent[message.attributes["webhook_id"]]
+        assert message.data == body
+        payload = sample(event_type)
+        assert message.attributes["event_type"] == event_type
+        assert message.attributes["webhook_timestamp"] == timestamp
+        assert message.attributes["source"] == "supaglue"
+        assert message.attributes["customer_id"] == payload["customer_id"]
+        assert message.attributes["provider_name"] == payload["provider_name"]
+        assert message.attributes.get("connection_id") == payload.get("connection_id")
+        assert message.attributes.get("object") == payload.get("object", payload.get("object_name"))
+        assert "reason" not in message.attributes
+    assert topics.pull(topics.quarantine, expect=0, timeout=0.5) == []
+
+
+def test_response_comes_after_the_message_is_stored(topics: Topics, ingest_app: Build) -> None:
+    client = ingest_app(topics)
+    body = sample_bytes("sync.complete")
+    response = client.post("/", data=body, headers=signed_headers(body))
+    assert response.status_code == 200
+    message_id = response.get_json()["message_id"]
+    # No waiting: once the function answered, the message is already in Pub/Sub.
+    [message] = topics.pull(topics.events, expect=1, timeout=0)
+    assert message.message_id == message_id
+
+
+def test_unverifiable_requests_publish_nothing(topics: Topics, ingest_app: Build) -> None:
+    client = ingest_app(topics)
+    body = sample_bytes("sync.complete")
+    headers = signed_headers(body)
+    headers["svix-signature"] = "v1,bm90IGEgc2lnbmF0dXJl"
+    assert client.post("/", data=body, headers=headers).status_code == 401
+    assert topics.pull(topics.events, expect=0, timeout=0.5) == []
+    assert topics.pull(topics.quarantine, expect=0, timeout=0.5) == []
+
+
+def test_unknown_event_type_goes_to_events_with_its_type(topics: Topics, ingest_app: Build) -> None:
+    client = ingest_app(topics)
+    body = json.dumps({"webhook_event_type": "sync.started", "customer_id": "c-7"}).encode()
+    assert client.post("/", data=body, headers=signed_headers(body)).status_code == 200
+    [message] = topics.pull(topics.events, expect=1)
+    assert message.data == body
+    assert message.attributes["event_type"] == "sync.started"
+    assert message.attributes["customer_id"] == "c-7"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\x00 not json", "not_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'{"customer_id": "c"}', "missing_event_type"),
+        (b'{"webhook_event_type": "connection.deleted"}', "invalid_event"),
+    ],
+)
+def test_verified_non_events_are_quarantined_not_lost(
+    topics: Topics, ingest_app: Build, body: bytes, reason: str
+) -> None:
+    client = ingest_app(topics)
+    headers = signed_headers(body, webhook_id="msg_quarantine")
+    response = client.post("/", data=body, headers=headers)
+    assert response.status_code == 200
+    [message] = topics.pull(topics.quarantine, expect=1)
+    assert message.data == body
+    assert message.attributes["reason"] == reason
+    assert message.attributes["webhook_id"] == "msg_quarantine"
+    assert message.attributes["webhook_timestamp"] == headers["svix-timestamp"]
+    assert topics.pull(topics.events, expect=0, timeout=0.3) == []
+
+
+def test_503_when_the_emulator_is_stopped(
+    ingest_app: Build, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    emulator = start_pubsub(PROJECT, log_dir=tmp_path_factory.mktemp("stopped"))
+    try:
+        topics = make_topics(emulator)
+        client = ingest_app(topics, PUBLISH_TIMEOUT_SECONDS="2")
+        body = sample_bytes("sync.complete")
+        assert client.post("/", data=body, headers=signed_headers(body)).status_code == 200
+        emulator.stop()
+
+        started = time.monotonic()
+        response = client.post("/", data=body, headers=signed_headers(body))
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503
+        assert elapsed < 4, f"answer took {elapsed:.1f}s; the bound is 2s"
+    finally:
+        emulator.stop()
+
+
+def test_503_when_pubsub_does_not_confirm_in_time(
+    ingest_app: Build, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A frozen emulator accepts connections but never answers: the timeout must hold."""
+    emulator = start_pubsub(PROJECT, log_dir=tmp_path_factory.mktemp("frozen"))
+    try:
+        topics = make_topics(emulator)
+        client = ingest_app(topics, PUBLISH_TIMEOUT_SECONDS="1.5")
+        body = sample_bytes("sync.complete")
+        assert client.post("/", data=body, headers=signed_headers(body)).status_code == 200
+
+        os.killpg(emulator.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            response = client.post("/", data=body, headers=signed_headers(body))
+            elapsed = time.monotonic() - started
+        finally:
+            os.killpg(emulator.process.pid, signal.SIGCONT)
+        assert response.status_code == 503
+        assert 1.0 < elapsed < 3.5, f"answer took {elapsed:.1f}s; the bound is 1.5s"
+    finally:
+        emulator.stop()

@@ -1,0 +1,516 @@
+"""The ingest function through the real Functions Framework app, one test per behaviour.
+
+Signatures come from `svix` itself. Pub/Sub is replaced here by a recorder
+(so each test can also assert that nothing was published); the integration
+tests publish to the real emulator.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from ingest_fn.classify import Destination, OutgoingMessage
+from ingest_fn.errors import PublishFailed
+from ingest_fn.publish import EventPublisher
+from ops.signing import DEV_SECRET, signed_headers
+from tests.conftest import ingest_client, sample, sample_bytes, sample_types
+
+OTHER_SECRET = "whsec_" + base64.b64encode(b"a-second-secret-for-rotation-32b").decode()
+
+
+@dataclass
+class Recorder:
+    """Stands in for Pub/Sub: records what would be published, or fails on demand."""
+
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    fail_with: Exception | None = None
+
+    def publish(self, message: OutgoingMessage) -> str:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.messages.append(message)
+        return str(len(self.messages))
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recorder = Recorder()
+    monkeypatch.setattr(EventPublisher, "publish", lambda _self, message: recorder.publish(message))
+    return recorder
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FlaskClient]:
+    """Build the real app with settings from the environment, as Cloud Functions does."""
+
+    def build(**overrides: str) -> FlaskClient:
+        env = {
+            "WEBHOOK_SECRETS": DEV_SECRET,
+            "GOOGLE_CLOUD_PROJECT": "unit-test",
+            "EVENTS_TOPIC": "supaglue-events",
+            "QUARANTINE_TOPIC": "supaglue-quarantine",
+            # Nothing listens here: a publish that escaped the recorder fails loudly.
+            "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
+            **overrides,
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return ingest_client()
+
+    return build
+
+
+@pytest.fixture
+def client(configure: Callable[..., FlaskClient]) -> FlaskClient:
+    return configure()
+
+
+def post(client: FlaskClient, body: bytes, headers: dict[str, str]) -> Any:
+    return client.post("/", data=body, headers=headers)
+
+
+# --- the happy paths -------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_type", sample_types())
+def test_every_sample_event_is_published_with_its_attributes(
+    client: FlaskClient, published: Recorder, event_type: str
+) -> None:
+    body = sample_bytes(event_type)
+    headers = signed_headers(body, webhook_id=f"msg_{event_type}", timestamp=int(time.time()))
+    response = post(client, body, headers)
+    assert response.status_code == 200, response.data
+    assert response.get_json()["status"] == "published"
+    [message] = published.messages
+    assert message.destination is Destination.EVENTS
+    assert message.data == body
+    payload = sample(event_type)
+    expected = {
+        "event_type": event_type,
+        "webhook_id": f"msg_{event_type}",
+        "webhook_timestamp": headers["svix-timestamp"],
+        "source": "supaglue",
+        "customer_id": payload["customer_id"],
+        "provider_name": payload["provider_name"],
+    }
+    if "connection_id" in payload:
+        expected["connection_id"] = payload["connection_id"]
+    if "object" in payload or "object_name" in payload:
+        expected["object"] = payload.get("object", payload.get("object_name"))
+    assert message.attributes == expected
+
+
+def test_unbranded_webhook_headers_are_accepted(client: FlaskClient, published: Recorder) -> None:
+    body = sample_bytes("sync.paused")
+    response = post(client, body, signed_headers(body, webhook_id="msg_unbranded", branded=False))
+    assert response.status_code == 200
+    assert published.messages[0].attributes["webhook_id"] == "msg_unbranded"
+
+
+def test_header_names_in_any_letter_case(client: FlaskClient, published: Recorder) -> None:
+    body = sample_bytes("sync.complete")
+    headers = {key.upper(): value for key, value in signed_headers(body).items()}
+    headers = {
+        ("SvIx" + key[4:] if key.startswith("SVIX") else key): v for key, v in headers.items()
+    }
+    assert post(client, body, headers).status_code == 200
+    assert len(published.messages) == 1
+
+
+def test_one_valid_signature_among_several_passes(client: FlaskClient, published: Recorder) -> None:
+    body = sample_bytes("sync.complete")
+    headers = signed_headers(body)
+    wrong = signed_headers(body, OTHER_SECRET, webhook_id=headers["svix-id"])["svix-signature"]
+    headers["svix-signature"] = (
+        f"v1,{base64.b64encode(b'x' * 32).decode()} {wrong} " + (headers["svix-signature"])
+    )
+    assert post(client, body, headers).status_code == 200
+
+
+@pytest.mark.parametrize("separator", [" ", ",", ", ", "\n"])
+def test_any_configured_secret_verifies_during_rotation(
+    configure: Callable[..., FlaskClient], published: Recorder, separator: str
+) -> None:
+    client = configure(WEBHOOK_SECRETS=f"{DEV_SECRET}{separator}{OTHER_SECRET}")
+    body = sample_bytes("connection.created")
+    assert post(client, body, signed_headers(body, OTHER_SECRET)).status_code == 200
+    assert post(client, body, signed_headers(body, DEV_SECRET)).status_code == 200
+    assert len(published.messages) == 2
+
+
+def test_unknown_event_type_is_published_to_events(
+    client: FlaskClient, published: Recorder
+) -> None:
+    body = json.dumps(
+        {"webhook_event_type": "sync.started", "customer_id": 42, "connection_id": "c1", "x": [1]}
+    ).encode()
+    response = post(client, body, signed_headers(body))
+    assert response.status_code == 200
+    [message] = published.messages
+    assert message.destination is Destination.EVENTS
+    assert message.attributes["event_type"] == "sync.started"
+    assert message.attributes["customer_id"] == "42"
+    assert message.attributes["connection_id"] == "c1"
+    assert "reason" not in message.attributes
+
+
+# --- verified but not an event: quarantine, never lost ---------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "event_type"),
+    [
+        (b"not json at all", "not_json", None),
+        (b"", "not_json", None),
+        (b"[" * 100_000 + b"]" * 100_000, "not_json", None),
+        (b'["a", "list"]', "not_an_object", None),
+        (b'"a string"', "not_an_object", None),
+        (b'{"customer_id": "c"}', "missing_event_type", None),
+        (b'{"webhook_event_type": 7}', "missing_event_type", None),
+        (
+            b'{"webhook_event_type": "sync.complete", "customer_id": "c"}',
+            "invalid_event",
+            "sync.complete",
+        ),
+    ],
+    ids=[
+        "garbage",
+        "empty",
+        "too-deep",
+        "array",
+        "string",
+        "no-type",
+        "non-string-type",
+        "invalid",
+    ],
+)
+def test_verified_non_events_are_quarantined_with_a_reason(
+    client: FlaskClient, published: Recorder, body: bytes, reason: str, event_type: str | None
+) -> None:
+    response = post(client, body, signed_headers(body))
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "quarantined"
+    [message] = published.messages
+    assert message.destination is Destination.QUARANTINE
+    assert message.data == body
+    assert message.attributes["reason"] == reason
+    assert message.attributes.get("event_type") == event_type
+    assert message.attributes["webhook_id"].startswith("msg_")
+
+
+def test_invalid_result_value_is_quarantined_with_the_field_named(
+    client: FlaskClient, published: Recorder
+) -> None:
+    payload = {**sample("sync.complete"), "result": "MAYBE"}
+    body = json.dumps(payload).encode()
+    assert post(client, body, signed_headers(body)).status_code == 200
+    [message] = published.messages
+    assert message.attributes["reason"] == "invalid_event"
+    assert "result" in message.attributes["reason_detail"]
+    assert "MAYBE" not in message.attributes["reason_detail"]
+
+
+def test_an_id_too_long_for_an_attribute_is_quarantined(
+    client: FlaskClient, published: Recorder
+) -> None:
+    body = json.dumps({**sample("sync.paused"), "customer_id": "c" * 1025}).encode()
+    assert post(client, body, signed_headers(body)).status_code == 200
+    assert published.messages[0].attributes["reason"] == "attribute_too_long"
+
+
+# --- 401: every signature problem ------------------------------------------
+
+
+def _without(headers: dict[str, str], name: str) -> dict[str, str]:
+    return {key: value for key, value in headers.items() if key != name}
+
+
+@pytest.mark.parametrize("missing", ["svix-id", "svix-timestamp", "svix-signature"])
+def test_missing_signature_header_is_401(
+    client: FlaskClient, published: Recorder, missing: str
+) -> None:
+    body = sample_bytes("sync.complete")
+    response = post(client, body, _without(signed_headers(body), missing))
+    assert response.status_code == 401
+    assert published.messages == []
+
+
+def test_signature_by_an_unknown_secret_is_401(client: FlaskClient, published: Recorder) -> None:
+    body = sample_bytes("sync.complete")
+    assert post(client, body, signed_headers(body, OTHER_SECRET)).status_code == 401
+    assert published.messages == []
+
+
+def test_tampered_body_is_401(client: FlaskClient, published: Recorder) -> None:
+    body = sample_bytes("sync.complete")
+    headers = signed_headers(body)
+    assert post(client, body.replace(b"SUCCESS", b"ERROR"), headers).status_code == 401
+    assert published.messages == []
+
+
+def test_signature_for_another_webhook_id_is_401(client: FlaskClient, published: Recorder) -> None:
+    body = sample_bytes("sync.complete")
+    headers = signed_headers(body, webhook_id="msg_original")
+    headers["svix-id"] = "msg_replayed"
+    assert post(client, body, headers).status_code == 401
+
+
+@pytest.mark.parametrize("offset", [-301, -3600, 301, 86_400])
+def test_timestamp_outside_tolerance_is_401(
+    client: FlaskClient, published: Recorder, offset: int
+) -> None:
+    body = sample_bytes("sync.complete")
+    headers = signed_headers(body, timestamp=int(time.time()) + offset)
+    assert post(client, body, headers).status_code == 401
+    assert published.messages == []
+
+
+def test_tolerance_is_configurable(
+    configure: Callable[..., FlaskClient], published: Recorder
+) -> None:
+    client = configure(WEBHOOK_TOLERANCE_SECONDS="60")
+    body = sample_bytes("sync.complete")
+    now = int(time.time())
+    assert post(client, body, signed_headers(body, timestamp=now - 120)).status_code == 401
+    assert post(client, body, signed_headers(body, timestamp=now + 120)).status_code == 401
+    assert post(client, body, signed_headers(body, timestamp=now - 30)).status_code == 200
+
+
+@pytest.mark.parametrize("timestamp", ["abc", "1.5e9", "17000000000000", "-5", " ", "NaN", "0x10"])
+def test_non_numeric_timestamp_is_401(
+    client: FlaskClient, published: Recorder, timestamp: str
+) -> None:
+    body = sample_bytes("sync.complete")
+    headers = signed_headers(body)
+    headers["svix-timestamp"] = timestamp
+    assert post(client, body, headers).status_code == 401
+    assert published.messages == []
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["v1", "v1,", "v1,a,b", "v1,!!!not-base64!!!", "v1,YWJj=", "garbage", "v2,abc", ",", "v1 v1"],
+)
+def test_malformed_signature_header_is_401(
+    client: FlaskClient, published: Recorder, signature: str
+) -> None:
+    body = sample_bytes("sync.complete")
+    headers = signed_headers(body)
+    headers["svix-signature"] = signature
+    assert post(client, body, headers).status_code == 401
+    assert published.messages == []
+
+
+def test_non_utf8_body_is_401_not_500(client: FlaskClient, published: Recorder) -> None:
+    """The svix verifier decodes the body as UTF-8 and raises UnicodeDecodeError otherwise."""
+    body = b'{"webhook_event_type": "sync.complete", "x": "\xff\xfe"}'
+    webhook_id, timestamp = "msg_binary", str(int(time.time()))
+    key = base64.b64decode(DEV_SECRET.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    headers = {
+        "svix-id": webhook_id,
+        "svix-timestamp": timestamp,
+        "svix-signature": "v1," + base64.b64encode(digest).decode(),
+    }
+    assert post(client, body, headers).status_code == 401
+    assert published.messages == []
+
+
+# --- 405 and 413 -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_anything_but_post_is_405(client: FlaskClient, published: Recorder, method: str) -> None:
+    body = sample_bytes("sync.complete")
+    response = client.open("/", method=method, data=body, headers=signed_headers(body))
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert published.messages == []
+
+
+class _ExplodingStream(io.BytesIO):
+    """A body that fails the test if anything reads it."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise AssertionError("the body was read although Content-Length was over the limit")
+
+    def readinto(self, buffer: Any) -> int:
+        raise AssertionError("the body was read although Content-Length was over the limit")
+
+
+def test_declared_length_over_limit_is_413_before_reading(
+    configure: Callable[..., FlaskClient], published: Recorder
+) -> None:
+    client = configure(MAX_BODY_BYTES="1000")
+    response = client.post(
+        "/",
+        input_stream=_ExplodingStream(b"x" * 1001),
+        content_length=1001,
+        headers=signed_headers(b"{}"),
+    )
+    assert response.status_code == 413
+    assert published.messages == []
+
+
+def test_body_over_limit_without_declared_length_is_413_while_reading(
+    configure: Callable[..., FlaskClient], published: Recorder
+) -> None:
+    client = configure(MAX_BODY_BYTES="1000")
+    body = json.dumps({**sample("sync.complete"), "pad": "x" * 2000}).encode()
+    served = {"bytes": 0}
+
+    class CountingStream(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            chunk = super().read(size)
+            served["bytes"] += len(chunk)
+            return chunk
+
+    response = client.post(
+        "/",
+        input_stream=CountingStream(body),
+        headers={**signed_headers(body), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    assert served["bytes"] <= 1001
+    assert published.messages == []
+
+
+def test_body_at_the_limit_is_accepted(
+    configure: Callable[..., FlaskClient], published: Recorder
+) -> None:
+    base = json.dumps({**sample("sync.complete"), "pad": ""}).encode()
+    body = base.replace(b'"pad": ""', b'"pad": "' + b"x" * (1000 - len(base)) + b'"')
+    assert len(body) == 1000
+    client = configure(MAX_BODY_BYTES="1000")
+    assert post(client, body, signed_headers(body)).status_code == 200
+
+
+# --- 503: not stored, so never 2xx -----------------------------------------
+
+
+def test_publish_failure_is_503_and_says_nothing_internal(
+    client: FlaskClient, published: Recorder
+) -> None:
+    published.fail_with = PublishFailed("DeadlineExceeded: 10.1.2.3:443 timed out")
+    body = sample_bytes("sync.complete")
+    response = post(client, body, signed_headers(body))
+    assert response.status_code == 503
+    assert b"10.1.2.3" not in response.data
+
+
+# --- logging ---------------------------------------------------------------
+
+
+def _log_lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_one_json_log_line_per_request_without_secret_or_body(
+    client: FlaskClient, published: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = json.dumps({**sample("sync.complete"), "error_message": "PRIVATE-MARKER"}).encode()
+    capsys.readouterr()
+    post(client, body, {**signed_headers(body), "traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01"})
+    post(client, body, {**signed_headers(body, OTHER_SECRET)})
+    output = capsys.readouterr().out
+    published_line, rejected_line = _log_lines(output)
+    assert published_line["severity"] == "INFO"
+    assert published_line["event"] == "webhook_published"
+    assert published_line["webhook_id"].startswith("msg_")
+    assert (
+        published_line["logging.googleapis.com/trace"] == f"projects/unit-test/traces/{'ab' * 16}"
+    )
+    assert published_line["logging.googleapis.com/spanId"] == "cd" * 8
+    assert published_line["logging.googleapis.com/trace_sampled"] is True
+    assert published_line["logging.googleapis.com/labels"]["component"] == "ingest"
+    assert rejected_line["severity"] == "WARNING"
+    assert rejected_line["event"] == "signature_rejected"
+    assert "PRIVATE-MARKER" not in output
+    for secret in (DEV_SECRET, OTHER_SECRET):
+        assert secret.removeprefix("whsec_") not in output
+
+
+def test_cloud_trace_header_correlates_the_log_line(
+    client: FlaskClient, published: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = sample_bytes("sync.paused")
+    capsys.readouterr()
+    post(client, body, {**signed_headers(body), "X-Cloud-Trace-Context": f"{'1f' * 16}/255;o=1"})
+    [line] = _log_lines(capsys.readouterr().out)
+    assert line["logging.googleapis.com/trace"] == f"projects/unit-test/traces/{'1f' * 16}"
+    assert line["logging.googleapis.com/spanId"] == "00000000000000ff"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "mutate", "severity", "event"),
+    [
+        ("sync.complete", {}, "INFO", "webhook_published"),
+        ("sync.complete", {"webhook_event_type": "brand.new"}, "NOTICE", "webhook_unknown_type"),
+        ("sync.complete", {"run_id": None}, "WARNING", "webhook_quarantined"),
+    ],
+)
+def test_log_severity_by_outcome(
+    client: FlaskClient,
+    published: Recorder,
+    capsys: pytest.CaptureFixture[str],
+    event_type: str,
+    mutate: dict[str, object],
+    severity: str,
+    event: str,
+) -> None:
+    body = json.dumps({**sample(event_type), **mutate}).encode()
+    capsys.readouterr()
+    post(client, body, signed_headers(body))
+    [line] = _log_lines(capsys.readouterr().out)
+    assert (line["severity"], line["event"]) == (severity, event)
+
+
+# --- settings --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WEBHOOK_SECRETS", ""),
+        ("WEBHOOK_SECRETS", "whsec_changeme"),
+        ("WEBHOOK_SECRETS", "not-a-svix-secret"),
+        ("EVENTS_TOPIC", "projects/p/topics/t"),
+        ("WEBHOOK_TOLERANCE_SECONDS", "3600"),
+        ("MAX_BODY_BYTES", "20000000"),
+    ],
+)
+def test_bad_settings_stop_the_function_at_load_without_echoing_secrets(
+    configure: Callable[..., FlaskClient],
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        configure(**{name: value})
+    assert name in str(stopped.value)
+    output = capsys.readouterr().out
+    assert name in output
+    if name == "WEBHOOK_SECRETS" and value:
+        assert value not in output
+        assert value not in str(stopped.value)
+
+
+def test_loading_the_function_creates_no_pubsub_client(
+    monkeypatch: pytest.MonkeyPatch, configure: Callable[..., FlaskClient]
+) -> None:
+    created: list[object] = []
+    monkeypatch.setattr(EventPublisher, "_create_client", created.append)
+    configure()
+    assert created == []
