@@ -6,17 +6,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+# The Cloud Tasks emulator pins protobuf<5: it lives in a virtual environment of its own.
+TASKS_VENV := .venv-tasks
+TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell sha1sum requirements-tasks-emulator.txt | cut -c1-12)
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv lint typecheck unit integration test run bench-ingest clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(TASKS_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(TASKS_STAMP): requirements-tasks-emulator.txt
+	test -x $(TASKS_VENV)/bin/python || $(PYTHON) -m venv $(TASKS_VENV)
+	$(TASKS_VENV)/bin/python -m pip install -q -r requirements-tasks-emulator.txt
+	rm -f $(TASKS_VENV)/.installed-*
 	touch $@
 
 lint: venv
@@ -44,4 +53,4 @@ bench-ingest: venv
 	$(PY) -m ops.bench_ingest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TASKS_VENV) .pytest_cache .mypy_cache .ruff_cache

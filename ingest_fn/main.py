@@ -20,31 +20,16 @@ if _ROOT not in sys.path:
 
 import flask  # noqa: E402
 import functions_framework  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
 
 from ingest_fn.classify import Destination  # noqa: E402
 from ingest_fn.errors import MethodNotAllowed, PublishFailed, RequestRejected  # noqa: E402
 from ingest_fn.service import Ingestor, Stored  # noqa: E402
 from shared.log import JsonLogger, Severity, TraceContext  # noqa: E402
-from shared.settings import IngestSettings  # noqa: E402
-
-
-def _load_settings() -> IngestSettings:
-    """Settings, or a start-up failure that names the bad variables and never their values."""
-    try:
-        return IngestSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors(include_input=False, include_url=False)
-        )
-        JsonLogger("ingest").log("CRITICAL", "settings_invalid", problems)
-        raise SystemExit(f"invalid ingest settings: {problems}") from None
-
+from shared.settings import IngestSettings, load_or_exit  # noqa: E402
 
 # Validated at load so a misconfigured deployment fails to start instead of
 # answering every webhook with an error; no network client is created here.
-_SETTINGS = _load_settings()
+_SETTINGS = load_or_exit(IngestSettings, "ingest")
 _INGESTOR = Ingestor(_SETTINGS)
 _LOG = JsonLogger("ingest", project_id=_SETTINGS.google_cloud_project)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import IO, Final
 
 from ingest_fn.classify import Destination, OutgoingMessage, classify
-from ingest_fn.errors import MethodNotAllowed, PayloadTooLarge
-from ingest_fn.publish import EventPublisher, PublisherConfig
+from ingest_fn.errors import MethodNotAllowed, PayloadTooLarge, PublishFailed
 from ingest_fn.verify import SignatureVerifier
+from shared import publisher
 from shared.settings import IngestSettings
 
 _READ_CHUNK: Final = 64 * 1024
@@ -36,19 +36,19 @@ class Ingestor:
             (secret.get_secret_value() for secret in settings.webhook_secrets),
             tolerance_seconds=settings.webhook_tolerance_seconds,
         )
-        self._publisher = EventPublisher(
-            PublisherConfig(
+        self._publisher = publisher.ConfirmingPublisher(
+            publisher.PublisherConfig(
                 project_id=settings.google_cloud_project,
-                topics={
-                    Destination.EVENTS: settings.events_topic,
-                    Destination.QUARANTINE: settings.quarantine_topic,
-                },
                 timeout_seconds=settings.publish_timeout_seconds,
                 batch_max_latency_seconds=settings.publish_batch_max_latency_seconds,
                 batch_max_messages=settings.publish_batch_max_messages,
                 max_outstanding=settings.publish_max_outstanding,
             )
         )
+        self._topics = {
+            Destination.EVENTS: self._publisher.topic_path(settings.events_topic),
+            Destination.QUARANTINE: self._publisher.topic_path(settings.quarantine_topic),
+        }
 
     def ingest(
         self,
@@ -65,8 +65,14 @@ class Ingestor:
         raw = read_limited(body, content_length, self._settings.max_body_bytes)
         signed = self._verifier.verify(raw, headers, now=now)
         message = classify(raw, signed, source=self._settings.event_source)
-        message_id = self._publisher.publish(message)
-        return Stored(message, message_id, self._publisher.topic_path(message.destination))
+        topic = self._topics[message.destination]
+        try:
+            message_id = self._publisher.publish(topic, message.data, message.attributes)
+        except publisher.MessageRejected as exc:
+            raise PayloadTooLarge(str(exc)) from exc
+        except publisher.PublishFailed as exc:
+            raise PublishFailed(str(exc)) from exc
+        return Stored(message, message_id, topic)
 
 
 def read_limited(stream: IO[bytes], content_length: int | None, limit: int) -> bytes:

@@ -162,3 +162,40 @@ def start_firestore(
     emulator = _spawn("firestore", argv, port, data_dir, log_dir)
     _wait_http_ok(emulator, timeout)
     return emulator
+
+
+TASKS_EMULATOR: Final = Path(__file__).resolve().parent.parent / ".venv-tasks" / "bin"
+
+
+def start_tasks(
+    queue_paths: list[str],
+    *,
+    port: int | None = None,
+    log_dir: Path | None = None,
+    timeout: float = 30,
+) -> Emulator:
+    """Start gcloud-tasks-emulator (from .venv-tasks, see the Makefile) with these queues."""
+    binary = Path(os.environ.get("TASKS_EMULATOR_BIN", TASKS_EMULATOR / "gcloud-tasks-emulator"))
+    if not binary.exists():
+        raise EmulatorError(f"{binary} not found: run `make venv` to install the Tasks emulator")
+    port = port or free_port()
+    data_dir = Path(tempfile.mkdtemp(prefix="tasks-emulator-"))
+    argv = [str(binary), "start", f"--port={port}"]
+    for queue in queue_paths:
+        argv.append(f"--default-queue={queue}")
+    emulator = _spawn("tasks", argv, port, data_dir, log_dir)
+    _wait_tcp(emulator, timeout)
+    return emulator
+
+
+def _wait_tcp(emulator: Emulator, timeout: float) -> None:
+    """The Tasks emulator speaks only gRPC: ready once its port accepts connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not emulator.running():
+            raise EmulatorError(f"{emulator.name} emulator exited:\n{emulator.tail()}")
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, emulator.port), 0.5):
+            return
+        time.sleep(0.1)
+    emulator.stop()
+    raise EmulatorError(f"{emulator.name} emulator not ready in {timeout:.0f}s:\n{emulator.tail()}")

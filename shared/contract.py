@@ -29,6 +29,9 @@ class Attr(StrEnum):
     # Set on quarantined and dead-lettered messages only.
     REASON = "reason"
     REASON_DETAIL = "reason_detail"
+    # Set on dead-lettered messages only: who gave up on it, and which message it was.
+    HANDLER = "dead_letter_handler"
+    ORIGINAL_MESSAGE_ID = "original_message_id"
 
 
 def delivery_attributes(*, webhook_id: str, webhook_timestamp: str, source: str) -> dict[str, str]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.log import JsonLogger
 
 # Pub/Sub refuses a publish request over 10,000,000 bytes; keep room for the
 # attributes and the request's framing so a body we accept can always be published.
@@ -87,3 +89,76 @@ def _check_secret(position: int, secret: str) -> None:
     if len(decoded) < 16:
         # Real Svix keys are 24+ random bytes; shorter ones are placeholders like whsec_changeme.
         raise ValueError(f"secret #{position} is shorter than 16 bytes: a placeholder?")
+
+
+class HandlerSettings(_Base):
+    """What a handler service needs; SERVICE selects which handlers it runs."""
+
+    service: str = Field(min_length=1)
+    # Dead-letter topics are named "<prefix>-<route>-dead-letter", as Terraform names them.
+    topic_prefix: str = "supaglue"
+    # Push authentication: both set in the cloud, or explicitly disabled for local runs.
+    push_audience: str | None = None
+    push_service_account: str | None = None
+    push_auth_disabled: bool = False
+    firestore_database: str = "(default)"
+    # A claim on an event is held this long; longer than any handler runs.
+    ledger_lease_seconds: float = Field(default=600, gt=0)
+    # Ledger entries carry expires_at this far ahead, for Firestore's TTL policy.
+    ledger_retention_days: int = Field(default=30, ge=1)
+    # Modules whose import registers hooks (see handlers/hooks.py), comma-separated.
+    hook_modules: Annotated[tuple[str, ...], NoDecode] = ()
+    publish_timeout_seconds: float = Field(default=8.0, gt=0, le=60)
+    # Backfills (Cloud Tasks): where the scheduler enqueues and the worker is reached.
+    tasks_location: str | None = None
+    tasks_queue: str | None = None
+    backfill_worker_url: str | None = None
+    # The identity Cloud Tasks signs the worker's OIDC token as; unset locally.
+    tasks_service_account: str | None = None
+    # Local runs only: the Cloud Tasks emulator's host:port (the client library has no such variable).
+    cloud_tasks_emulator_host: str | None = None
+    # A chunk's budget, well inside the queue's dispatch deadline.
+    backfill_chunk_max_records: int = Field(default=500, ge=1)
+    backfill_chunk_seconds: float = Field(default=60, gt=0, le=1500)
+
+    @field_validator("hook_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in re.split(r"[\s,]+", value) if part)
+        return value
+
+    @model_validator(mode="after")
+    def _auth_is_configured_or_explicitly_off(self) -> HandlerSettings:
+        configured = bool(self.push_audience and self.push_service_account)
+        if self.push_auth_disabled and (self.push_audience or self.push_service_account):
+            raise ValueError("PUSH_AUTH_DISABLED is set together with PUSH_AUDIENCE/ACCOUNT")
+        if not configured and not self.push_auth_disabled:
+            raise ValueError(
+                "set PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT, or PUSH_AUTH_DISABLED=true "
+                "for a local run; authentication is never off by accident"
+            )
+        return self
+
+    @property
+    def backfills_configured(self) -> bool:
+        return bool(self.tasks_location and self.tasks_queue and self.backfill_worker_url)
+
+    def dead_letter_topic(self, route: str) -> str:
+        return f"{self.topic_prefix}-{route}-dead-letter"
+
+
+S = TypeVar("S", bound=_Base)
+
+
+def load_or_exit(settings_class: type[S], component: str) -> S:
+    """Settings, or a start-up failure naming the bad variables and never their values."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']).upper() or 'SETTINGS'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        JsonLogger(component).log("CRITICAL", "settings_invalid", problems)
+        raise SystemExit(f"invalid {component} settings: {problems}") from None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,3 +45,26 @@ def sample_bytes(event_type: str) -> bytes:
 
 def sample_types() -> list[str]:
     return sorted(path.stem for path in SAMPLES.glob("*.json"))
+
+
+def push_envelope(
+    data: bytes,
+    attributes: dict[str, str],
+    *,
+    message_id: str | None = None,
+    delivery_attempt: int | None = None,
+    subscription: str = "projects/test/subscriptions/test",
+) -> bytes:
+    """A Pub/Sub push request body, as a push subscription sends it."""
+    envelope: dict[str, object] = {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes,
+            "messageId": message_id or uuid.uuid4().hex,
+            "publishTime": "2026-11-28T12:00:00.000Z",
+        },
+        "subscription": subscription,
+    }
+    if delivery_attempt is not None:
+        envelope["deliveryAttempt"] = delivery_attempt
+    return json.dumps(envelope).encode()

@@ -7,17 +7,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from flask.testing import FlaskClient
-from google.cloud import pubsub_v1
+from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]  # untyped package
 
 from ops import pubsub_admin
-from ops.emulators import Emulator, start_pubsub
+from ops.emulators import Emulator, start_firestore, start_pubsub, start_tasks
 from ops.signing import DEV_SECRET
 from tests.conftest import ingest_client
 
 PROJECT = "integration-test"
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +98,46 @@ def ingest_app(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FlaskClient]:
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    emulator = start_firestore(PROJECT, log_dir=tmp_path_factory.mktemp("firestore-logs"))
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def firestore_client(
+    firestore_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> firestore.Client:
+    """A client of the emulator; the env var also points code under test at it."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host_port)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    return firestore.Client(project=PROJECT)
+
+
+TASKS_LOCATION = "local"
+TASKS_QUEUE = "backfills"
+
+
+@pytest.fixture(scope="session")
+def tasks_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    queue = f"projects/{PROJECT}/locations/{TASKS_LOCATION}/queues/{TASKS_QUEUE}"
+    emulator = start_tasks([queue], log_dir=tmp_path_factory.mktemp("tasks-logs"))
+    yield emulator
+    emulator.stop()
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float = 30, interval: float = 0.2, what: str = ""
+) -> T:
+    """Poll until `probe` returns something truthy; fail the test with `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or probe}")
+        time.sleep(interval)

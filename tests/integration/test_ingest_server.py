@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,48 +10,20 @@ from pathlib import Path
 import pytest
 import requests
 
-from ops.emulators import LOOPBACK, free_port
+from ops.emulators import LOOPBACK
 from ops.signing import signed_headers
-from tests.conftest import INGEST_SOURCE, REPO, sample_bytes
+from tests.conftest import sample_bytes
 from tests.integration.conftest import Topics, ingest_env
+from tests.integration.processes import serve_ingest
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def server(topics: Topics, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, **ingest_env(topics), "PYTHONPATH": str(REPO), "THREADS": "4"}
-    log = (tmp_path / "ingest.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("functions-framework")),
-            "--target=ingest",
-            f"--source={INGEST_SOURCE}",
-            f"--host={LOOPBACK}",
-            f"--port={port}",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://{LOOPBACK}:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url, timeout=1)
-                break
-            except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp_path / "ingest.log").read_text()) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=10)
-        log.close()
+    served = serve_ingest(ingest_env(topics), tmp_path)
+    yield served.url + "/"
+    served.stop()
 
 
 def test_signed_webhooks_over_one_keep_alive_connection(server: str, topics: Topics) -> None:

@@ -21,9 +21,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from ingest_fn.classify import Destination, OutgoingMessage
-from ingest_fn.errors import PublishFailed
-from ingest_fn.publish import EventPublisher
 from ops.signing import DEV_SECRET, signed_headers
+from shared import publisher
+from shared.publisher import ConfirmingPublisher
 from tests.conftest import ingest_client, sample, sample_bytes, sample_types
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"a-second-secret-for-rotation-32b").decode()
@@ -46,7 +46,12 @@ class Recorder:
 @pytest.fixture
 def published(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    monkeypatch.setattr(EventPublisher, "publish", lambda _self, message: recorder.publish(message))
+
+    def publish(_self: object, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        destination = Destination.QUARANTINE if "quarantine" in topic else Destination.EVENTS
+        return recorder.publish(OutgoingMessage(destination, data, dict(attributes)))
+
+    monkeypatch.setattr(ConfirmingPublisher, "publish", publish)
     return recorder
 
 
@@ -403,7 +408,7 @@ def test_body_at_the_limit_is_accepted(
 def test_publish_failure_is_503_and_says_nothing_internal(
     client: FlaskClient, published: Recorder
 ) -> None:
-    published.fail_with = PublishFailed("DeadlineExceeded: 10.1.2.3:443 timed out")
+    published.fail_with = publisher.PublishFailed("DeadlineExceeded: 10.1.2.3:443 timed out")
     body = sample_bytes("sync.complete")
     response = post(client, body, signed_headers(body))
     assert response.status_code == 503
@@ -511,6 +516,6 @@ def test_loading_the_function_creates_no_pubsub_client(
     monkeypatch: pytest.MonkeyPatch, configure: Callable[..., FlaskClient]
 ) -> None:
     created: list[object] = []
-    monkeypatch.setattr(EventPublisher, "_create_client", created.append)
+    monkeypatch.setattr(ConfirmingPublisher, "_create_client", created.append)
     configure()
     assert created == []

@@ -2,7 +2,8 @@
 
 One client per process, created on first use (after the server has forked
 its worker, and never at import), shared by all request threads so that
-concurrent requests fill the same batches.
+concurrent requests fill the same batches. Used by the ingest function for
+events and by the handlers for dead letters.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry, if_exception_type
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
 from google.cloud.pubsub_v1.publisher.exceptions import MessageTooLargeError
 from google.cloud.pubsub_v1.types import (
     BatchSettings,
@@ -23,8 +24,7 @@ from google.cloud.pubsub_v1.types import (
     PublishFlowControl,
 )
 
-from ingest_fn.classify import Destination, OutgoingMessage
-from ingest_fn.errors import PayloadTooLarge, PublishFailed
+from shared.errors import PermanentError, RetryableError
 from shared.settings import PUBSUB_MAX_REQUEST_BYTES
 
 # Errors worth another attempt within the deadline; the rest fail at once.
@@ -39,45 +39,46 @@ _TRANSIENT = if_exception_type(
 )
 
 
+class PublishFailed(RetryableError):
+    """Pub/Sub did not confirm the publish in time: the message may not be stored."""
+
+
+class MessageRejected(PermanentError):
+    """Pub/Sub can never accept this message (too large)."""
+
+
 @dataclass(frozen=True)
 class PublisherConfig:
     project_id: str
-    topics: Mapping[Destination, str]
     timeout_seconds: float
     batch_max_latency_seconds: float
     batch_max_messages: int
     max_outstanding: int
 
 
-class EventPublisher:
+class ConfirmingPublisher:
     """Publishes one message and waits for Pub/Sub's confirmation, or raises."""
 
     def __init__(self, config: PublisherConfig) -> None:
         self._config = config
         self._client: pubsub_v1.PublisherClient | None = None
         self._lock = threading.Lock()
-        self._topic_paths: dict[Destination, str] = {
-            destination: str(pubsub_v1.PublisherClient.topic_path(config.project_id, topic))
-            for destination, topic in config.topics.items()
-        }
 
-    def topic_path(self, destination: Destination) -> str:
-        return self._topic_paths[destination]
+    def topic_path(self, topic_id: str) -> str:
+        return str(pubsub_v1.PublisherClient.topic_path(self._config.project_id, topic_id))
 
-    def publish(self, message: OutgoingMessage) -> str:
+    def publish(self, topic_path: str, data: bytes, attributes: Mapping[str, str]) -> str:
         """Return the message id once Pub/Sub has stored the message.
 
         Raises PublishFailed when Pub/Sub errs or does not confirm within the
-        configured timeout, and PayloadTooLarge when Pub/Sub can never take it.
+        configured timeout, and MessageRejected when Pub/Sub can never take it.
         """
         deadline = time.monotonic() + self._config.timeout_seconds
         try:
-            future = self._get_client().publish(
-                self._topic_paths[message.destination], message.data, **message.attributes
-            )
+            future = self._get_client().publish(topic_path, data, **attributes)
             message_id: str = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except MessageTooLargeError as exc:
-            raise PayloadTooLarge(str(exc)) from exc
+            raise MessageRejected(str(exc)) from exc
         except Exception as exc:
             # Whatever stopped the confirmation (RPC error, retry deadline, flow
             # control, timeout), the message is not known to be stored: 503 makes

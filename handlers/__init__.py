@@ -1,0 +1,1 @@
+"""Cloud Run services that receive Pub/Sub push deliveries and Cloud Tasks."""

@@ -1,0 +1,131 @@
+"""OIDC verification of the ID tokens Pub/Sub push and Cloud Tasks send.
+
+Both sign a Google ID token as a service account we chose and send it as
+`Authorization: Bearer <jwt>`. A request counts as authentic only if the
+token's signature checks against Google's published certificates, it is
+current, it names our audience and Google as issuer, and its verified email
+is the expected service account.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, ClassVar, Final
+
+import requests
+from google.auth import exceptions as auth_exceptions
+from google.auth import jwt
+
+from shared.errors import PermanentError, RetryableError
+
+GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v1/certs"
+GOOGLE_ISSUERS: Final = frozenset({"accounts.google.com", "https://accounts.google.com"})
+_DEFAULT_MAX_AGE: Final = 3600.0
+# An unknown key id may mean Google rotated keys; refetch, but not for every junk token.
+_REFETCH_INTERVAL: Final = 30.0
+_MAX_AGE = re.compile(r"max-age=(\d+)")
+
+
+class AuthError(PermanentError):
+    status: ClassVar[int] = 401
+
+
+class Unauthenticated(AuthError):
+    """No valid token: missing, malformed, forged, expired, or meant for someone else."""
+
+    status = 401
+
+
+class Forbidden(AuthError):
+    """A valid token, but not from the identity allowed to call this service."""
+
+    status = 403
+
+
+class CertificatesUnavailable(RetryableError):
+    """Google's certificates could not be fetched: not the caller's fault, retry."""
+
+    status: ClassVar[int] = 503
+
+
+class OidcVerifier:
+    def __init__(
+        self,
+        *,
+        audience: str,
+        allowed_emails: Iterable[str],
+        certs_url: str = GOOGLE_CERTS_URL,
+        clock_skew_seconds: int = 10,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        self._audience = audience
+        self._allowed = frozenset(allowed_emails)
+        if not audience or not self._allowed:
+            raise ValueError("an audience and at least one allowed email are required")
+        self._certs_url = certs_url
+        self._skew = clock_skew_seconds
+        self._timeout = timeout_seconds
+        self._lock = threading.Lock()
+        self._certs: dict[str, str] = {}
+        self._expires_at = 0.0
+        self._fetched_at = float("-inf")
+
+    def verify(self, authorization: str | None) -> dict[str, Any]:
+        """Return the token's claims, or raise Unauthenticated / Forbidden."""
+        token = _bearer(authorization)
+        try:
+            header = jwt.decode_header(token)  # type: ignore[no-untyped-call]
+        except (ValueError, auth_exceptions.GoogleAuthError):
+            raise Unauthenticated("the bearer token is not a JWT") from None
+        certs = self._certs_for(header.get("kid"))
+        try:
+            claims: dict[str, Any] = jwt.decode(  # type: ignore[no-untyped-call]
+                token, certs=certs, audience=self._audience, clock_skew_in_seconds=self._skew
+            )
+        except (ValueError, auth_exceptions.GoogleAuthError) as exc:
+            # The library's message names the failed check, never the token itself.
+            raise Unauthenticated(f"token rejected: {_first_line(exc)}") from None
+        if claims.get("iss") not in GOOGLE_ISSUERS:
+            raise Unauthenticated("token not issued by Google")
+        if claims.get("email_verified") is not True or claims.get("email") not in self._allowed:
+            raise Forbidden(f"caller {claims.get('email')!r} may not call this service")
+        return claims
+
+    def _certs_for(self, kid: object) -> dict[str, str]:
+        with self._lock:
+            now = time.monotonic()
+            stale = now >= self._expires_at
+            unknown = isinstance(kid, str) and kid not in self._certs
+            if stale or (unknown and now - self._fetched_at >= _REFETCH_INTERVAL):
+                self._fetch(now)
+            return self._certs
+
+    def _fetch(self, now: float) -> None:
+        try:
+            response = requests.get(self._certs_url, timeout=self._timeout)
+            response.raise_for_status()
+            certs = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise CertificatesUnavailable(f"fetching Google's certificates failed: {exc}") from exc
+        if not isinstance(certs, dict):
+            raise CertificatesUnavailable("Google's certificates are not a JSON object")
+        match = _MAX_AGE.search(response.headers.get("Cache-Control", ""))
+        self._certs = {str(k): str(v) for k, v in certs.items()}
+        self._expires_at = now + (float(match.group(1)) if match else _DEFAULT_MAX_AGE)
+        self._fetched_at = now
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("no Authorization header")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization is not a Bearer token")
+    return token.strip()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -1,0 +1,76 @@
+"""The connection registry, and cleanup hooks when a connection is deleted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.cloud import firestore
+
+from handlers.context import HandlerContext
+from handlers.hooks import DeletedConnection
+from handlers.store import CONNECTIONS, doc_id
+from shared.events import AnyEvent, ConnectionCreated, ConnectionDeleted, normalise_customer_id
+
+
+def handle(event: AnyEvent, context: HandlerContext) -> None:
+    if isinstance(event, ConnectionDeleted):
+        _run_cleanups(event, context)
+    if isinstance(event, ConnectionCreated | ConnectionDeleted):
+        _record(event, context)
+
+
+def _record(event: ConnectionCreated | ConnectionDeleted, context: HandlerContext) -> None:
+    customer = normalise_customer_id(event.customer_id)
+    ref = context.firestore.collection(CONNECTIONS).document(doc_id(customer, event.provider_name))
+    sent_at = context.webhook_timestamp
+    deleted = isinstance(event, ConnectionDeleted)
+
+    def write(transaction: firestore.Transaction) -> None:
+        current: dict[str, Any] = ref.get(transaction=transaction).to_dict() or {}
+        # Svix does not keep order: an older event must not undo a newer one.
+        if current.get("last_event_at", -1) > sent_at:
+            context.log("INFO", "stale_event_ignored", "older than the registry's state")
+            return
+        update: dict[str, Any] = {
+            "customer_id": customer,
+            "provider_name": event.provider_name,
+            "provider_id": event.provider_id,
+            "category": event.category,
+            "status": "deleted" if deleted else "active",
+            "last_result": event.result,
+            "last_event_type": event.webhook_event_type,
+            "last_event_at": sent_at,
+            "last_webhook_id": context.webhook_id,
+            "updated_at": datetime.now(UTC),
+        }
+        if deleted:
+            update["connection_id"] = event.connection_id  # type: ignore[union-attr]
+            update["deleted_at"] = datetime.fromtimestamp(sent_at, UTC)
+        else:
+            update["application_id"] = event.application_id  # type: ignore[union-attr]
+            if "created_at" not in current:
+                update["created_at"] = datetime.fromtimestamp(sent_at, UTC)
+        transaction.set(ref, update, merge=True)
+
+    context.commit(write)
+
+
+def _run_cleanups(event: ConnectionDeleted, context: HandlerContext) -> None:
+    """Run every cleanup hook; one failing retries them all, so hooks must be idempotent."""
+    deleted = DeletedConnection(
+        customer_id=event.external_customer_id,
+        provider_name=event.provider_name,
+        connection_id=event.connection_id,
+        event=event,
+    )
+    for hook in context.hooks.cleanups_for(provider=event.provider_name):
+        hook.fn(deleted)
+        context.log(
+            "INFO",
+            "cleanup_hook_done",
+            f"{hook.name} cleaned up customer {deleted.customer_id} on {deleted.provider_name}",
+            hook=hook.name,
+            customer_id=deleted.customer_id,
+            provider_name=deleted.provider_name,
+        )

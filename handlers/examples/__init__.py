@@ -1,0 +1,1 @@
+"""Complete, tested examples of hooks; copy one to start your own."""

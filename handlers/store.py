@@ -1,0 +1,15 @@
+"""Firestore naming shared by the handlers, the worker and the operator CLI."""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import quote
+
+CONNECTIONS: Final = "connections"
+SYNC_STATE: Final = "sync_state"
+BACKFILLS: Final = "backfills"
+
+
+def doc_id(*parts: str) -> str:
+    """A readable document id from parts that may contain '/' or ':'."""
+    return ":".join(quote(part, safe="") for part in parts)

@@ -1,0 +1,82 @@
+"""Per (customer, provider, object) sync state, and transforms after a successful sync.
+
+On `SUCCESS`, each transform hook registered for the object runs with its
+own stored high-water mark; the new marks and the run's state are stored in
+one transaction with the ledger's done mark, and only if every hook succeeded.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.cloud import firestore
+
+from handlers.context import HandlerContext
+from handlers.hooks import TransformRun
+from handlers.store import SYNC_STATE, doc_id
+from shared.events import AnyEvent, SyncCompleteEntity, SyncCompleteObject
+
+
+def handle(event: AnyEvent, context: HandlerContext) -> None:
+    if not isinstance(event, SyncCompleteObject | SyncCompleteEntity):
+        return
+    object_name = event.object if isinstance(event, SyncCompleteObject) else event.entity_name
+    ref = context.firestore.collection(SYNC_STATE).document(
+        doc_id(event.customer_id, event.provider_name, object_name)
+    )
+    marks: dict[str, str | None] = {}
+    if event.result == "SUCCESS":
+        stored = (ref.get().to_dict() or {}).get("high_water_marks", {})
+        for hook in context.hooks.transforms_for(
+            provider=event.provider_name, object_name=object_name
+        ):
+            run = TransformRun(
+                customer_id=event.customer_id,
+                provider_name=event.provider_name,
+                object=object_name,
+                connection_id=event.connection_id,
+                run_id=event.run_id,
+                num_records_synced=event.num_records_synced,
+                high_water_mark=stored.get(hook.name),
+                event=event,
+            )
+            new_mark = hook.fn(run)
+            marks[hook.name] = new_mark if new_mark is not None else run.high_water_mark
+            context.log(
+                "INFO",
+                "transform_hook_done",
+                f"{hook.name} transformed {object_name} for customer {event.customer_id}",
+                hook=hook.name,
+                high_water_mark=marks[hook.name],
+            )
+    sent_at = context.webhook_timestamp
+
+    def write(transaction: firestore.Transaction) -> None:
+        current: dict[str, Any] = ref.get(transaction=transaction).to_dict() or {}
+        update: dict[str, Any] = {
+            "customer_id": event.customer_id,
+            "provider_name": event.provider_name,
+            "object": object_name,
+            "connection_id": event.connection_id,
+            "total_runs": int(current.get("total_runs", 0)) + 1,
+            "updated_at": datetime.now(UTC),
+        }
+        if marks:
+            update["high_water_marks"] = {**current.get("high_water_marks", {}), **marks}
+        # Runs can arrive out of order: only a newer run moves the "last run" fields.
+        if sent_at >= current.get("last_run_at", -1):
+            failures = int(current.get("consecutive_failures", 0))
+            update.update(
+                {
+                    "last_run_id": event.run_id,
+                    "last_result": event.result,
+                    "last_run_at": sent_at,
+                    "last_records_synced": event.num_records_synced,
+                    "last_error_message": event.error_message if event.result == "ERROR" else None,
+                    "consecutive_failures": failures + 1 if event.result == "ERROR" else 0,
+                }
+            )
+        transaction.set(ref, update, merge=True)
+
+    context.commit(write)

@@ -1,0 +1,455 @@
+"""The operator CLI, `python -m ops COMMAND`: send signed webhooks, watch the topics.
+
+A thin argparse layer over plain typed functions: each `_add_<command>`
+declares one subcommand and a handler that turns its arguments into a call
+and the outcome into an exit code (0 done, 1 failed, 2 bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TextIO
+
+from google.api_core import exceptions as api_exceptions
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
+from standardwebhooks.webhooks import EmptyWebhookSecretError
+
+from ops import pubsub_admin
+from ops.emulators import LOOPBACK
+from ops.local import (
+    DEFAULT_INGEST_PORT,
+    DEFAULT_PUBSUB_PORT,
+    LOCAL_PROJECT,
+    REPO,
+    WATCH_SUBSCRIPTIONS,
+)
+from ops.signing import DEV_SECRET, new_webhook_id, signed_headers
+
+SAMPLES_DIR: Final = REPO / "shared" / "samples"
+DEFAULT_URL: Final = f"http://{LOOPBACK}:{DEFAULT_INGEST_PORT}/"
+SECRET_ENV: Final = "WEBHOOK_SECRET"  # noqa: S105 (a variable name, not a secret)
+RESULTS: Final = ("SUCCESS", "ERROR")
+SIMULATED_ERROR: Final = "Simulated failure sent by `ops send --result ERROR`"
+# Event types whose model carries `error_message` (shared/events.py); prefixes end in a dot.
+_TYPES_WITH_ERROR_MESSAGE: Final = (
+    "sync.complete",
+    "entity.entity_mapping.",
+    "object.field_mapping.",
+)
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """A failure to report in one line, without a traceback."""
+
+    def __init__(self, message: str, *, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+# --- send ------------------------------------------------------------------
+
+
+def sample_types() -> list[str]:
+    return sorted(path.name.removesuffix(".json") for path in SAMPLES_DIR.glob("*.json"))
+
+
+def load_body(source: str) -> bytes:
+    """The bytes of a sample event type (`sync.complete`) or of a file."""
+    if source in sample_types():
+        return (SAMPLES_DIR / f"{source}.json").read_bytes()
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError:
+        raise CliError(
+            f"{source!r} is neither a sample event type ({', '.join(sample_types())}) nor a file",
+            code=2,
+        ) from None
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror}", code=2) from None
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """`key=value`; the value is JSON when it parses (5, null, true, "5"), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    try:
+        value: object = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(
+    body: bytes, *, result: str | None = None, assignments: Sequence[tuple[str, object]] = ()
+) -> bytes:
+    """The body with `result` (and what goes with it) and the assignments applied.
+
+    Without overrides the bytes are returned untouched, so any file, even one
+    that is not JSON, is sent exactly as it is.
+    """
+    if result is None and not assignments:
+        return body
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise CliError("overrides need a JSON body; this one does not parse", code=2) from None
+    if not isinstance(payload, dict):
+        raise CliError("overrides need a JSON object body", code=2)
+    if result is not None:
+        _set_result(payload, result)
+    for key, value in assignments:
+        payload[key] = value
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _set_result(payload: dict[str, object], result: str) -> None:
+    event_type = str(payload.get("webhook_event_type", ""))
+    if "result" not in payload:
+        raise CliError(f"{event_type or 'this event'} has no result to set", code=2)
+    payload["result"] = result
+    if result == "SUCCESS":
+        payload.pop("error_message", None)
+        return
+    # A failed run, as Supaglue reports one: nothing synced, and why.
+    if event_type == "sync.complete":
+        payload["num_records_synced"] = 0
+    if event_type.startswith(_TYPES_WITH_ERROR_MESSAGE):
+        payload["error_message"] = SIMULATED_ERROR
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer to report, not one to follow with the signed body."""
+
+    def redirect_request(self, *_args: object, **_kwargs: object) -> None:
+        return None
+
+
+def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = 30.0) -> Response:
+    """POST once; any HTTP status is a Response, no answer at all is a CliError."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise CliError(f"{url!r} is not an http(s) URL", code=2)
+    handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
+    if parsed.hostname in _LOOPBACK_HOSTS:
+        # An HTTP(S)_PROXY in the environment must not intercept the local stack.
+        handlers.append(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        url, data=body, headers={**headers, "User-Agent": "ops-send"}, method="POST"
+    )
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return Response(response.status, response.read().decode(errors="replace"))
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return Response(exc.code, exc.read().decode(errors="replace"))
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"no answer from {url}: {reason} (is `make run` up?)") from None
+
+
+def send(
+    url: str,
+    body: bytes,
+    *,
+    secret: str,
+    webhook_id: str | None = None,
+    repeat: int = 1,
+    branded: bool = True,
+    out: TextIO | None = None,
+) -> bool:
+    """Deliver `body` signed, `repeat` times as one delivery; True if every answer was 2xx.
+
+    Repeats keep the webhook id, as Svix's retries do, but are signed afresh:
+    Svix signs each attempt with its own timestamp, which is what lets a retry
+    hours later pass the receiver's five-minute window.
+    """
+    out = out or sys.stdout  # looked up per call, so a replaced sys.stdout is honoured
+    webhook_id = webhook_id or new_webhook_id()
+    label = _event_type(body)
+    all_ok = True
+    for attempt in range(1, repeat + 1):
+        try:
+            headers = signed_headers(body, secret, webhook_id=webhook_id, branded=branded)
+        except UnicodeDecodeError:
+            raise CliError("the body is not UTF-8 text, which Svix signs", code=2) from None
+        except (ValueError, EmptyWebhookSecretError):
+            raise CliError("the secret is not a Svix secret (whsec_ + base64)", code=2) from None
+        counter = f" [{attempt}/{repeat}]" if repeat > 1 else ""
+        print(
+            f"-> POST {url} {label} ({len(body)} bytes) id {webhook_id}{counter}",
+            file=out,
+            flush=True,
+        )
+        response = post(url, body, headers)
+        print(f"<- {response.status} {response.body.strip()}", file=out, flush=True)
+        all_ok = all_ok and response.ok
+    return all_ok
+
+
+def _event_type(body: bytes) -> str:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return "(not JSON)"
+    event_type = payload.get("webhook_event_type") if isinstance(payload, dict) else None
+    return event_type if isinstance(event_type, str) else "(no event type)"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_send(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "send",
+        help="POST a signed sample event (or file) to the ingest function",
+        description="Sign a sample event or a file as Svix does and POST it; "
+        "exits non-zero unless every answer is 2xx.",
+    )
+    parser.add_argument(
+        "source",
+        nargs="?",
+        metavar="EVENT_TYPE_OR_FILE",
+        help="a sample event type (see --list) or a file whose bytes are sent",
+    )
+    parser.add_argument("--list", action="store_true", help="list the sample event types")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
+    parser.add_argument(
+        "--secret", help=f"signing secret (default ${SECRET_ENV}, else the local dev secret)"
+    )
+    parser.add_argument(
+        "--result",
+        type=str.upper,
+        choices=RESULTS,
+        help="set `result`; ERROR also sets what a failed run carries",
+    )
+    parser.add_argument(
+        "--set",
+        dest="assignments",
+        type=parse_assignment,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a top-level field (VALUE is JSON if it parses, else a string); repeatable",
+    )
+    parser.add_argument("--webhook-id", help="the svix-id (default: a new msg_... id)")
+    parser.add_argument(
+        "--repeat",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="send the same delivery (same svix-id) N times, as Svix retries do",
+    )
+    parser.add_argument(
+        "--unbranded", action="store_true", help="use webhook-* headers instead of svix-*"
+    )
+    parser.set_defaults(handler=_run_send)
+
+
+def _run_send(args: argparse.Namespace) -> int:
+    if args.list:
+        for event_type in sample_types():
+            print(event_type)
+        return 0
+    if args.source is None:
+        raise CliError("send: give an event type or a file, or --list", code=2)
+    body = apply_overrides(load_body(args.source), result=args.result, assignments=args.assignments)
+    ok = send(
+        args.url,
+        body,
+        secret=args.secret or os.environ.get(SECRET_ENV) or DEV_SECRET,
+        webhook_id=args.webhook_id,
+        repeat=args.repeat,
+        branded=not args.unbranded,
+    )
+    return 0 if ok else 1
+
+
+# --- watch -----------------------------------------------------------------
+
+
+def format_message(subscription: str, message: pubsub_admin.PulledMessage) -> str:
+    lines = [f"=== {subscription}  message {message.message_id}"]
+    lines += [f"  {key}: {value}" for key, value in sorted(message.attributes.items())]
+    try:
+        body = json.dumps(json.loads(message.data), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        body = f"({len(message.data)} bytes, not JSON)\n" + message.data.decode(errors="replace")
+    lines.append(body)
+    return "\n".join(lines)
+
+
+def watch(
+    *,
+    emulator_host: str,
+    project: str,
+    subscriptions: Sequence[str],
+    once: bool = False,
+    interval: float = 1.0,
+    out: TextIO | None = None,
+) -> int:
+    """Print and acknowledge what arrives on the subscriptions; the number of messages.
+
+    Pulls until interrupted, or once with `once`.
+    """
+    out = out or sys.stdout
+    _ensure_listening(emulator_host)
+    subscriber = pubsub_admin.subscriber_client(emulator_host)
+    paths = {
+        name: name if name.startswith("projects/") else subscriber.subscription_path(project, name)
+        for name in subscriptions
+    }
+    seen = 0
+    try:
+        while True:
+            pulled = 0
+            for name, path in paths.items():
+                messages = _pull(subscriber, path, emulator_host)
+                for message in messages:
+                    print(format_message(name, message), file=out, flush=True)
+                if messages:
+                    # Acknowledged only once printed, so an interrupted watch loses nothing.
+                    subscriber.acknowledge(
+                        subscription=path, ack_ids=[message.ack_id for message in messages]
+                    )
+                pulled += len(messages)
+            seen += pulled
+            if once:
+                return seen
+            if not pulled:
+                time.sleep(interval)
+    finally:
+        subscriber.close()
+
+
+def _ensure_listening(host_port: str) -> None:
+    """Fail at once when nothing listens: a pull would retry for a minute first."""
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
+            pass
+    except ValueError:
+        raise CliError(f"{host_port!r} is not host:port", code=2) from None
+    except OSError as exc:
+        raise CliError(
+            f"nothing answers at {host_port} ({exc.strerror or exc}): is `make run` up?"
+        ) from None
+
+
+def _pull(
+    subscriber: pubsub_v1.SubscriberClient, path: str, emulator_host: str
+) -> list[pubsub_admin.PulledMessage]:
+    try:
+        return pubsub_admin.pull(subscriber, path, ack=False, timeout=5)
+    except api_exceptions.NotFound:
+        raise CliError(
+            f"{path} does not exist on {emulator_host}: is `make run` up, "
+            "and are --project and --emulator-host right?"
+        ) from None
+    except (api_exceptions.GoogleAPIError, api_exceptions.RetryError) as exc:
+        raise CliError(f"Pub/Sub at {emulator_host} failed: {exc}") from None
+
+
+def _add_watch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "watch",
+        help="print what arrives on the local topics",
+        description="Pull from the watch subscriptions, print each message "
+        "(attributes and body) and acknowledge it.",
+    )
+    parser.add_argument(
+        "--emulator-host",
+        help=f"default $PUBSUB_EMULATOR_HOST, else {LOOPBACK}:{DEFAULT_PUBSUB_PORT}",
+    )
+    parser.add_argument("--project", default=LOCAL_PROJECT, help=f"default {LOCAL_PROJECT}")
+    parser.add_argument(
+        "--subscription",
+        dest="subscriptions",
+        action="extend",
+        nargs="+",
+        metavar="S",
+        help=f"subscription id or path (default: {', '.join(WATCH_SUBSCRIPTIONS.values())})",
+    )
+    parser.add_argument("--once", action="store_true", help="pull once and exit")
+    parser.set_defaults(handler=_run_watch)
+
+
+def _run_watch(args: argparse.Namespace) -> int:
+    host = (
+        args.emulator_host
+        or os.environ.get("PUBSUB_EMULATOR_HOST")
+        or f"{LOOPBACK}:{DEFAULT_PUBSUB_PORT}"
+    )
+    subscriptions = args.subscriptions or list(WATCH_SUBSCRIPTIONS.values())
+    if not args.once:
+        print(
+            f"Watching {', '.join(subscriptions)} on {host} (project {args.project}); "
+            "Ctrl-C stops.",
+            flush=True,
+        )
+    try:
+        count = watch(
+            emulator_host=host, project=args.project, subscriptions=subscriptions, once=args.once
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C is how a watch ends.
+        return 0
+    if args.once and not count:
+        print("(no messages)")
+    return 0
+
+
+# --- entry point -----------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ops", description="Operator tools for the Supaglue webhook pipeline."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_send(commands)
+    _add_watch(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code

@@ -1,0 +1,1 @@
+"""Hook modules loaded by handler processes under test (HOOK_MODULES)."""

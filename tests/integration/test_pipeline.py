@@ -1,0 +1,312 @@
+"""The whole pipeline on the emulators: signed webhook in, effects out.
+
+ingest function -> Pub/Sub emulator -> push subscriptions (built from the
+routing table) -> handler services under gunicorn -> Firestore; and for
+backfills -> Cloud Tasks emulator -> backfill worker -> Firestore.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from google.cloud import firestore
+
+from handlers.backfills import backfill_id
+from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE, doc_id
+from ops import pubsub_admin, topology
+from ops.emulators import Emulator, free_port
+from ops.signing import signed_headers
+from tests.conftest import ingest_client, sample
+from tests.hooks import backfill as backfill_hooks
+from tests.hooks import pipeline as pipeline_hooks
+from tests.integration.conftest import PROJECT, TASKS_LOCATION, TASKS_QUEUE, wait_for
+from tests.integration.processes import Served, serve_handlers
+
+pytestmark = pytest.mark.integration
+
+SERVICES = ("alerts", "connections", "transforms", "backfills")
+
+
+@dataclass
+class Stack:
+    topology: topology.Topology
+    services: dict[str, Served]
+    worker_env: dict[str, str]
+    worker_port: int
+    log_dir: Path
+    pubsub_host: str
+    db: firestore.Client = field(default_factory=lambda: firestore.Client(project=PROJECT))
+
+    def restart_worker(self, **extra_env: str) -> None:
+        self.services["backfill-worker"].stop()
+        self.services["backfill-worker"] = serve_handlers(
+            "backfill-worker",
+            {**self.worker_env, **extra_env},
+            self.log_dir,
+            port=self.worker_port,
+        )
+
+    def doc(self, collection: str, document: str) -> dict[str, Any]:
+        return self.db.collection(collection).document(document).get().to_dict() or {}
+
+    def log_lines(self, service: str) -> list[dict[str, Any]]:
+        lines = self.services[service].log().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    pubsub_emulator: Emulator,
+    firestore_emulator: Emulator,
+    tasks_emulator: Emulator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    log_dir = tmp_path_factory.mktemp("pipeline")
+    layout = topology.Topology(PROJECT, f"p{uuid.uuid4().hex[:6]}")
+    worker_port = free_port()
+    env = {
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host_port,
+        "FIRESTORE_EMULATOR_HOST": firestore_emulator.host_port,
+        "TOPIC_PREFIX": layout.prefix,
+        "PUSH_AUTH_DISABLED": "true",
+        "HOOK_MODULES": "tests.hooks.pipeline,tests.hooks.backfill",
+        "TASKS_LOCATION": TASKS_LOCATION,
+        "TASKS_QUEUE": TASKS_QUEUE,
+        "BACKFILL_WORKER_URL": f"http://127.0.0.1:{worker_port}",
+        "CLOUD_TASKS_EMULATOR_HOST": tasks_emulator.host_port,
+        "BACKFILL_CHUNK_MAX_RECORDS": "10",
+        # Short leases, so an attempt killed mid-work is taken over within the test.
+        "LEDGER_LEASE_SECONDS": "4",
+    }
+    services: dict[str, Served] = {}
+    try:
+        for service in SERVICES:
+            services[service] = serve_handlers(service, env, log_dir)
+        services["backfill-worker"] = serve_handlers(
+            "backfill-worker", env, log_dir, port=worker_port
+        )
+        topology.create(
+            layout,
+            pubsub_emulator.host_port,
+            {name: served.url for name, served in services.items()},
+            minimum_backoff_seconds=1,
+            maximum_backoff_seconds=2,
+        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host_port)
+            yield Stack(layout, services, env, worker_port, log_dir, pubsub_emulator.host_port)
+    finally:
+        for served in services.values():
+            served.stop()
+
+
+@pytest.fixture
+def send(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[str, dict[str, Any]]]:
+    """Sign and send an event to the real ingest function; returns (webhook id, payload)."""
+    for key, value in {
+        "WEBHOOK_SECRETS": "whsec_ZGV2ZWxvcG1lbnQtb25seS1zaWduaW5nLWtleQ==",
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "EVENTS_TOPIC": stack.topology.events_topic,
+        "QUARANTINE_TOPIC": stack.topology.quarantine_topic,
+        "PUBSUB_EMULATOR_HOST": stack.pubsub_host,
+    }.items():
+        monkeypatch.setenv(key, value)
+    client: FlaskClient = ingest_client()
+
+    def send_event(
+        event_type: str, *, times: int = 1, webhook_id: str | None = None, **changes: Any
+    ) -> tuple[str, dict[str, Any]]:
+        payload = {**sample(event_type), **changes}
+        body = json.dumps(payload).encode()
+        webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+        for _ in range(times):
+            response = client.post(
+                "/", data=body, headers=signed_headers(body, webhook_id=webhook_id)
+            )
+            assert response.status_code == 200, response.data
+        return webhook_id, payload
+
+    return send_event
+
+
+def customer() -> str:
+    return f"cust-{uuid.uuid4().hex[:10]}"
+
+
+def test_signed_webhook_reaches_its_handler_and_takes_effect(
+    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    who = customer()
+    send("sync.complete", customer_id=who, num_records_synced=12)
+    state = wait_for(
+        lambda: stack.doc(SYNC_STATE, doc_id(who, "hubspot", "contact")), what="sync state"
+    )
+    assert (state["last_result"], state["last_records_synced"], state["total_runs"]) == (
+        "SUCCESS",
+        12,
+        1,
+    )
+
+
+def test_the_same_webhook_delivered_three_times_takes_effect_once(
+    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    who = customer()
+    webhook_id, _ = send(
+        "sync.complete", times=3, customer_id=who, object="counted", result="ERROR"
+    )
+    key = doc_id(who, "hubspot", "counted")
+    wait_for(lambda: stack.doc(SYNC_STATE, key), what="sync state")
+    # All three copies are delivered to every push subscription; give the last ones time.
+    time.sleep(3)
+    assert stack.doc(SYNC_STATE, key)["total_runs"] == 1
+    assert stack.doc(SYNC_STATE, key)["consecutive_failures"] == 1
+    failed = [
+        line
+        for line in stack.log_lines("alerts")
+        if line.get("event") == "sync_failed" and line.get("webhook_id") == webhook_id
+    ]
+    assert len(failed) == 1
+
+
+def test_a_handler_failing_twice_then_succeeding_takes_effect_once(
+    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    who = customer()
+    _, payload = send("sync.complete", customer_id=who, object="flaky")
+    key = doc_id(who, "hubspot", "flaky")
+    state = wait_for(lambda: stack.doc(SYNC_STATE, key), timeout=45, what="retried effect")
+    assert state["total_runs"] == 1
+    assert list(state["high_water_marks"].values()) == [f"after-{payload['run_id']}"]
+    attempts = stack.doc(pipeline_hooks.ATTEMPTS, doc_id(who, payload["run_id"]))
+    assert attempts["attempts"] == 3
+
+
+def test_a_permanent_failure_lands_on_the_dead_letter_topic(
+    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    who = customer()
+    webhook_id, _ = send("sync.complete", customer_id=who, object="poison")
+    subscriber = pubsub_admin.subscriber_client(stack.pubsub_host)
+    dead_letter = stack.topology.dead_letter_topic("sync-state")
+    path = subscriber.subscription_path(PROJECT, stack.topology.watch_subscription(dead_letter))
+
+    def dead_letters() -> list[pubsub_admin.PulledMessage]:
+        return [
+            m
+            for m in pubsub_admin.pull(subscriber, path)
+            if m.attributes.get("webhook_id") == webhook_id
+        ]
+
+    [dead] = wait_for(dead_letters, what="the dead letter")
+    assert dead.attributes["reason"] == "handler_failed"
+    assert dead.attributes["customer_id"] == who
+    assert json.loads(dead.data)["customer_id"] == who
+    assert stack.doc(SYNC_STATE, doc_id(who, "hubspot", "poison")) == {}
+
+
+def test_an_event_for_another_handler_is_acknowledged_without_effect(
+    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    """The emulator ignores subscription filters: every handler sees every event."""
+    who = customer()
+    webhook_id, _ = send("sync.paused", customer_id=who)
+
+    def not_mine() -> bool:
+        return any(
+            line.get("event") == "not_mine" and line.get("webhook_id") == webhook_id
+            for line in stack.log_lines("connections")
+        )
+
+    wait_for(not_mine, what="connections acknowledging another handler's event")
+    assert stack.doc(CONNECTIONS, doc_id(who, "salesforce")) == {}
+
+
+def test_a_mapping_webhook_runs_a_backfill_of_several_chunks_to_completion(
+    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    who = customer()
+    webhook_id, _ = send(
+        "object.field_mapping.updated", customer_id=who, object_name="contact", result="SUCCESS"
+    )
+    backfill = backfill_id(webhook_id, "tests.hooks.backfill.load_contacts")
+    record = wait_for(
+        lambda: (r := stack.doc(BACKFILLS, backfill)) and r["state"] == "done" and r,
+        timeout=60,
+        what="the backfill to finish",
+    )
+    assert record["records"] == backfill_hooks.RECORDS
+    assert record["chunks_done"] == 5
+    assert record["customer_id"] == who
+    for chunk in range(5):
+        runs = stack.doc(backfill_hooks.RUNS, f"{backfill}:{chunk}")
+        assert runs["runs"] == 1
+        assert runs["cursor"] == (None if chunk == 0 else str(chunk * 10))
+
+
+def test_a_killed_worker_resumes_from_its_cursor(
+    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    stack.restart_worker(BACKFILL_TEST_SLOW_CHUNK="2", BACKFILL_TEST_SLOW_SECONDS="60")
+    who = customer()
+    webhook_id, _ = send("connection.created", customer_id=who, provider_name=f"p-{who}")
+    backfill = backfill_id(webhook_id, "tests.hooks.backfill.load_contacts")
+    wait_for(
+        lambda: stack.doc(backfill_hooks.RUNS, f"{backfill}:2"),
+        timeout=60,
+        what="chunk 2 to start",
+    )
+    stack.services["backfill-worker"].kill()
+    stack.restart_worker()
+    record = wait_for(
+        lambda: (r := stack.doc(BACKFILLS, backfill)) and r["state"] == "done" and r,
+        timeout=60,
+        what="the backfill to finish after the restart",
+    )
+    assert record["records"] == backfill_hooks.RECORDS
+    assert record["chunks_done"] == 5
+    runs = [stack.doc(backfill_hooks.RUNS, f"{backfill}:{c}")["runs"] for c in range(5)]
+    # Only the chunk the kill interrupted ran again; committed chunks never did.
+    assert runs == [1, 1, 2, 1, 1]
+    assert stack.doc(backfill_hooks.RUNS, f"{backfill}:2")["cursor"] == "20"
+
+
+def test_deleting_the_connection_cancels_its_backfill(
+    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    stack.restart_worker(BACKFILL_TEST_SLOW_CHUNK="1", BACKFILL_TEST_SLOW_SECONDS="3")
+    try:
+        who = customer()
+        connection = f"conn-{who}"
+        webhook_id, _ = send(
+            "entity.entity_mapping.created",
+            customer_id=who,
+            connection_id=connection,
+            object_name="contact",
+        )
+        backfill = backfill_id(webhook_id, "tests.hooks.backfill.load_contacts")
+        wait_for(lambda: stack.doc(backfill_hooks.RUNS, f"{backfill}:1"), what="chunk 1 to start")
+        send("connection.deleted", customer_id=f"app:{who}", connection_id=connection)
+        record = wait_for(
+            lambda: (r := stack.doc(BACKFILLS, backfill)) and r["state"] == "cancelled" and r,
+            what="the cancellation",
+        )
+        # Chunk 1 was running when the deletion came: it must not commit, nor start chunk 2.
+        time.sleep(5)
+        record = stack.doc(BACKFILLS, backfill)
+        assert record["state"] == "cancelled"
+        assert record["chunks_done"] == 1
+        assert stack.doc(backfill_hooks.RUNS, f"{backfill}:2") == {}
+    finally:
+        stack.restart_worker()
