@@ -11,10 +11,10 @@ import pytest
 import requests
 
 from ops.emulators import LOOPBACK
+from ops.processes import serve_ingest
 from ops.signing import signed_headers
 from tests.conftest import sample_bytes
 from tests.integration.conftest import Topics, ingest_env
-from tests.integration.processes import serve_ingest
 
 pytestmark = pytest.mark.integration
 

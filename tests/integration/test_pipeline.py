@@ -23,12 +23,12 @@ from handlers.backfills import backfill_id
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE, doc_id
 from ops import pubsub_admin, topology
 from ops.emulators import Emulator, free_port
+from ops.processes import Served, serve_handlers
 from ops.signing import signed_headers
 from tests.conftest import ingest_client, sample
 from tests.hooks import backfill as backfill_hooks
 from tests.hooks import pipeline as pipeline_hooks
 from tests.integration.conftest import PROJECT, TASKS_LOCATION, TASKS_QUEUE, wait_for
-from tests.integration.processes import Served, serve_handlers
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,8 @@
-"""Serve the real entry points as separate processes, as production serves them."""
+"""Serve the real entry points as separate processes, as production serves them.
+
+Used by the integration tests and the benchmark scripts; `make run` keeps its
+own foreground stack (ops/local.py) that streams every process's output.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from pathlib import Path
 import requests
 
 from ops.emulators import LOOPBACK, free_port
-from tests.conftest import INGEST_SOURCE, REPO
+
+REPO = Path(__file__).resolve().parent.parent
+INGEST_SOURCE = str(REPO / "ingest_fn" / "main.py")
 
 BIN = Path(sys.executable).parent
 
