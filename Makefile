@@ -12,7 +12,7 @@ TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell sha1sum requirements-tasks-emula
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv lint typecheck unit integration test run bench-ingest clean
+.PHONY: venv lint typecheck unit integration test run bench bench-ingest bench-e2e bench-backfill clean
 
 venv: $(STAMP) $(TASKS_STAMP)
 
@@ -49,8 +49,17 @@ test: lint typecheck
 run: venv
 	$(PY) -m ops.local
 
+# Benchmarks are scripts that print figures; `make bench` runs all three.
 bench-ingest: venv
 	$(PY) -m ops.bench_ingest
+
+bench-e2e: venv
+	$(PY) -m ops.bench_e2e
+
+bench-backfill: venv
+	$(PY) -m ops.bench_backfill
+
+bench: bench-ingest bench-e2e bench-backfill
 
 clean:
 	rm -rf $(VENV) $(TASKS_VENV) .pytest_cache .mypy_cache .ruff_cache

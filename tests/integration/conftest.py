@@ -16,6 +16,7 @@ from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]  # u
 from ops import pubsub_admin
 from ops.emulators import Emulator, start_firestore, start_pubsub, start_tasks
 from ops.signing import DEV_SECRET
+from ops.stack import TASKS_LOCATION, TASKS_QUEUE
 from tests.conftest import ingest_client
 
 PROJECT = "integration-test"
@@ -117,13 +118,9 @@ def firestore_client(
     return firestore.Client(project=PROJECT)
 
 
-TASKS_LOCATION = "local"
-TASKS_QUEUE = "backfills"
-
-
 @pytest.fixture(scope="session")
 def tasks_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    queue = f"projects/{PROJECT}/locations/{TASKS_LOCATION}/queues/{TASKS_QUEUE}"
+    queue = f"projects/{PROJECT}/locations/{TASKS_LOCATION}/queues/{TASKS_QUEUE}"  # as ops.stack
     emulator = start_tasks([queue], log_dir=tmp_path_factory.mktemp("tasks-logs"))
     yield emulator
     emulator.stop()

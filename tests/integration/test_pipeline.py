@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,43 +21,41 @@ from google.cloud import firestore
 from handlers.backfills import backfill_id
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE, doc_id
 from ops import pubsub_admin, topology
-from ops.emulators import Emulator, free_port
-from ops.processes import Served, serve_handlers
+from ops.emulators import Emulator
 from ops.signing import signed_headers
+from ops.stack import WORKER, Emulators, Stack, running_stack
 from tests.conftest import ingest_client, sample
 from tests.hooks import backfill as backfill_hooks
 from tests.hooks import pipeline as pipeline_hooks
-from tests.integration.conftest import PROJECT, TASKS_LOCATION, TASKS_QUEUE, wait_for
+from tests.integration.conftest import PROJECT, wait_for
 
 pytestmark = pytest.mark.integration
 
-SERVICES = ("alerts", "connections", "transforms", "backfills")
-
 
 @dataclass
-class Stack:
-    topology: topology.Topology
-    services: dict[str, Served]
-    worker_env: dict[str, str]
-    worker_port: int
-    log_dir: Path
-    pubsub_host: str
+class Pipeline:
+    stack: Stack
     db: firestore.Client = field(default_factory=lambda: firestore.Client(project=PROJECT))
 
+    @property
+    def topology(self) -> topology.Topology:
+        return self.stack.layout
+
+    @property
+    def pubsub_host(self) -> str:
+        return self.stack.emulators.pubsub.host_port
+
     def restart_worker(self, **extra_env: str) -> None:
-        self.services["backfill-worker"].stop()
-        self.services["backfill-worker"] = serve_handlers(
-            "backfill-worker",
-            {**self.worker_env, **extra_env},
-            self.log_dir,
-            port=self.worker_port,
-        )
+        self.stack.restart_worker(**extra_env)
+
+    def kill_worker(self) -> None:
+        self.stack.services[WORKER].kill()
 
     def doc(self, collection: str, document: str) -> dict[str, Any]:
         return self.db.collection(collection).document(document).get().to_dict() or {}
 
     def log_lines(self, service: str) -> list[dict[str, Any]]:
-        lines = self.services[service].log().splitlines()
+        lines = self.stack.services[service].log().splitlines()
         return [json.loads(line) for line in lines if line.startswith("{")]
 
 
@@ -68,59 +65,28 @@ def stack(
     firestore_emulator: Emulator,
     tasks_emulator: Emulator,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("pipeline")
-    layout = topology.Topology(PROJECT, f"p{uuid.uuid4().hex[:6]}")
-    worker_port = free_port()
-    env = {
-        "GOOGLE_CLOUD_PROJECT": PROJECT,
-        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host_port,
-        "FIRESTORE_EMULATOR_HOST": firestore_emulator.host_port,
-        "TOPIC_PREFIX": layout.prefix,
-        "PUSH_AUTH_DISABLED": "true",
-        "HOOK_MODULES": "tests.hooks.pipeline,tests.hooks.backfill",
-        "TASKS_LOCATION": TASKS_LOCATION,
-        "TASKS_QUEUE": TASKS_QUEUE,
-        "BACKFILL_WORKER_URL": f"http://127.0.0.1:{worker_port}",
-        "CLOUD_TASKS_EMULATOR_HOST": tasks_emulator.host_port,
-        "BACKFILL_CHUNK_MAX_RECORDS": "10",
-        # Short leases, so an attempt killed mid-work is taken over within the test.
-        "LEDGER_LEASE_SECONDS": "4",
-    }
-    services: dict[str, Served] = {}
-    try:
-        for service in SERVICES:
-            services[service] = serve_handlers(service, env, log_dir)
-        services["backfill-worker"] = serve_handlers(
-            "backfill-worker", env, log_dir, port=worker_port
-        )
-        topology.create(
-            layout,
-            pubsub_emulator.host_port,
-            {name: served.url for name, served in services.items()},
-            minimum_backoff_seconds=1,
-            maximum_backoff_seconds=2,
-        )
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host_port)
-            yield Stack(layout, services, env, worker_port, log_dir, pubsub_emulator.host_port)
-    finally:
-        for served in services.values():
-            served.stop()
+) -> Iterator[Pipeline]:
+    emulators = Emulators(pubsub_emulator, firestore_emulator, tasks_emulator)
+    with running_stack(
+        PROJECT,
+        emulators,
+        tmp_path_factory.mktemp("pipeline"),
+        hook_modules="tests.hooks.pipeline,tests.hooks.backfill",
+        extra_env={
+            "BACKFILL_CHUNK_MAX_RECORDS": "10",
+            # Short leases, so an attempt killed mid-work is taken over within the test.
+            "LEDGER_LEASE_SECONDS": "4",
+        },
+    ) as running:
+        yield Pipeline(running)
 
 
 @pytest.fixture
 def send(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., tuple[str, dict[str, Any]]]:
     """Sign and send an event to the real ingest function; returns (webhook id, payload)."""
-    for key, value in {
-        "WEBHOOK_SECRETS": "whsec_ZGV2ZWxvcG1lbnQtb25seS1zaWduaW5nLWtleQ==",
-        "GOOGLE_CLOUD_PROJECT": PROJECT,
-        "EVENTS_TOPIC": stack.topology.events_topic,
-        "QUARANTINE_TOPIC": stack.topology.quarantine_topic,
-        "PUBSUB_EMULATOR_HOST": stack.pubsub_host,
-    }.items():
+    for key, value in stack.stack.ingest_env.items():
         monkeypatch.setenv(key, value)
     client: FlaskClient = ingest_client()
 
@@ -145,7 +111,7 @@ def customer() -> str:
 
 
 def test_signed_webhook_reaches_its_handler_and_takes_effect(
-    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     who = customer()
     send("sync.complete", customer_id=who, num_records_synced=12)
@@ -160,7 +126,7 @@ def test_signed_webhook_reaches_its_handler_and_takes_effect(
 
 
 def test_the_same_webhook_delivered_three_times_takes_effect_once(
-    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     who = customer()
     webhook_id, _ = send(
@@ -181,7 +147,7 @@ def test_the_same_webhook_delivered_three_times_takes_effect_once(
 
 
 def test_a_handler_failing_twice_then_succeeding_takes_effect_once(
-    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     who = customer()
     _, payload = send("sync.complete", customer_id=who, object="flaky")
@@ -194,7 +160,7 @@ def test_a_handler_failing_twice_then_succeeding_takes_effect_once(
 
 
 def test_a_permanent_failure_lands_on_the_dead_letter_topic(
-    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     who = customer()
     webhook_id, _ = send("sync.complete", customer_id=who, object="poison")
@@ -217,7 +183,7 @@ def test_a_permanent_failure_lands_on_the_dead_letter_topic(
 
 
 def test_an_event_for_another_handler_is_acknowledged_without_effect(
-    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     """The emulator ignores subscription filters: every handler sees every event."""
     who = customer()
@@ -234,7 +200,7 @@ def test_an_event_for_another_handler_is_acknowledged_without_effect(
 
 
 def test_a_mapping_webhook_runs_a_backfill_of_several_chunks_to_completion(
-    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     who = customer()
     webhook_id, _ = send(
@@ -256,7 +222,7 @@ def test_a_mapping_webhook_runs_a_backfill_of_several_chunks_to_completion(
 
 
 def test_a_killed_worker_resumes_from_its_cursor(
-    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     stack.restart_worker(BACKFILL_TEST_SLOW_CHUNK="2", BACKFILL_TEST_SLOW_SECONDS="60")
     who = customer()
@@ -267,7 +233,7 @@ def test_a_killed_worker_resumes_from_its_cursor(
         timeout=60,
         what="chunk 2 to start",
     )
-    stack.services["backfill-worker"].kill()
+    stack.kill_worker()
     stack.restart_worker()
     record = wait_for(
         lambda: (r := stack.doc(BACKFILLS, backfill)) and r["state"] == "done" and r,
@@ -283,7 +249,7 @@ def test_a_killed_worker_resumes_from_its_cursor(
 
 
 def test_deleting_the_connection_cancels_its_backfill(
-    stack: Stack, send: Callable[..., tuple[str, dict[str, Any]]]
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     stack.restart_worker(BACKFILL_TEST_SLOW_CHUNK="1", BACKFILL_TEST_SLOW_SECONDS="3")
     try:
