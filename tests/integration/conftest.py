@@ -5,16 +5,18 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent import futures
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 import pytest
 from flask.testing import FlaskClient
-from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]  # untyped package
+from google.cloud import firestore, pubsub_v1, tasks_v2  # type: ignore[attr-defined]  # untyped package
 
 from ops import pubsub_admin
-from ops.emulators import Emulator, start_firestore, start_pubsub, start_tasks
+from ops.emulators import LOOPBACK, Emulator, free_port, start_firestore, start_pubsub, start_tasks
 from ops.signing import DEV_SECRET
 from ops.stack import TASKS_LOCATION, TASKS_QUEUE
 from tests.conftest import ingest_client
@@ -138,3 +140,44 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or probe}")
         time.sleep(interval)
+
+
+@dataclass
+class FakeCloudTasks:
+    """CreateTask that remembers names and refuses a name it has seen, like Cloud Tasks."""
+
+    host: str
+    requests: list[tasks_v2.CreateTaskRequest] = field(default_factory=list)
+    fail_with: grpc.StatusCode | None = None
+
+    def create_task(
+        self, request: tasks_v2.CreateTaskRequest, context: grpc.ServicerContext
+    ) -> tasks_v2.Task:
+        self.requests.append(request)
+        if self.fail_with is not None:
+            context.abort(self.fail_with, "injected failure")
+        if request.task.name in {r.task.name for r in self.requests[:-1]}:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, "Requested entity already exists")
+        return request.task
+
+
+@pytest.fixture
+def cloud_tasks() -> Iterator[FakeCloudTasks]:
+    port = free_port()
+    fake = FakeCloudTasks(f"{LOOPBACK}:{port}")
+    handler = grpc.method_handlers_generic_handler(
+        "google.cloud.tasks.v2.CloudTasks",
+        {
+            "CreateTask": grpc.unary_unary_rpc_method_handler(
+                fake.create_task,
+                request_deserializer=tasks_v2.CreateTaskRequest.deserialize,
+                response_serializer=tasks_v2.Task.serialize,
+            )
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(fake.host)
+    server.start()
+    yield fake
+    server.stop(grace=None)

@@ -18,12 +18,13 @@ import pytest
 from flask.testing import FlaskClient
 from google.cloud import firestore
 
-from handlers.backfills import backfill_id
+from handlers.backfills import BackfillQueue, TaskRequest, backfill_id
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE, doc_id
 from ops import pubsub_admin, topology
 from ops.emulators import Emulator
 from ops.signing import signed_headers
 from ops.stack import WORKER, Emulators, Stack, running_stack
+from shared.settings import HandlerSettings
 from tests.conftest import ingest_client, sample
 from tests.hooks import backfill as backfill_hooks
 from tests.hooks import pipeline as pipeline_hooks
@@ -203,8 +204,13 @@ def test_a_mapping_webhook_runs_a_backfill_of_several_chunks_to_completion(
     stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     who = customer()
+    # Svix retries the trigger: three deliveries of one webhook must make one backfill.
     webhook_id, _ = send(
-        "object.field_mapping.updated", customer_id=who, object_name="contact", result="SUCCESS"
+        "object.field_mapping.updated",
+        times=3,
+        customer_id=who,
+        object_name="contact",
+        result="SUCCESS",
     )
     backfill = backfill_id(webhook_id, "tests.hooks.backfill.load_contacts")
     record = wait_for(
@@ -219,6 +225,50 @@ def test_a_mapping_webhook_runs_a_backfill_of_several_chunks_to_completion(
         runs = stack.doc(backfill_hooks.RUNS, f"{backfill}:{chunk}")
         assert runs["runs"] == 1
         assert runs["cursor"] == (None if chunk == 0 else str(chunk * 10))
+    scheduled = [
+        line
+        for line in stack.log_lines("backfills")
+        if line.get("event") == "backfill_scheduled" and line.get("backfill_id") == backfill
+    ]
+    assert len(scheduled) == 1
+
+
+def test_a_chunk_task_delivered_twice_does_its_work_once(
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    """The emulator accepts duplicate task names; the worker must not redo a committed chunk."""
+    who = customer()
+    webhook_id, _ = send("entity.entity_mapping.updated", customer_id=who, object_name="contact")
+    backfill = backfill_id(webhook_id, "tests.hooks.backfill.load_contacts")
+    wait_for(
+        lambda: (r := stack.doc(BACKFILLS, backfill)) and r["state"] == "done" and r,
+        timeout=60,
+        what="the backfill to finish",
+    )
+    env = stack.stack.handler_env
+    settings = HandlerSettings(
+        google_cloud_project=env["GOOGLE_CLOUD_PROJECT"],
+        service="backfills",
+        push_auth_disabled=True,
+        tasks_location=env["TASKS_LOCATION"],
+        tasks_queue=env["TASKS_QUEUE"],
+        backfill_worker_url=env["BACKFILL_WORKER_URL"],
+        cloud_tasks_emulator_host=env["CLOUD_TASKS_EMULATOR_HOST"],
+    )
+    for chunk in (0, 3):
+        assert BackfillQueue(settings).enqueue(TaskRequest(backfill, chunk)) is True
+
+    def ignored() -> int:
+        return sum(
+            1
+            for line in stack.log_lines("backfill-worker")
+            if line.get("event") == "backfill_done_skipped" and line.get("backfill_id") == backfill
+        )
+
+    wait_for(lambda: ignored() == 2, what="both duplicates to be refused")
+    runs = [stack.doc(backfill_hooks.RUNS, f"{backfill}:{c}")["runs"] for c in range(5)]
+    assert runs == [1] * 5
+    assert stack.doc(BACKFILLS, backfill)["records"] == backfill_hooks.RECORDS
 
 
 def test_a_killed_worker_resumes_from_its_cursor(
