@@ -13,6 +13,9 @@ import functions_framework
 import pytest
 from flask.testing import FlaskClient
 
+# Fixtures that live in their own modules.
+pytest_plugins = ["tests.oidc_issuer"]
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "shared" / "samples"
 INGEST_SOURCE = str(REPO / "ingest_fn" / "main.py")

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from google.cloud import firestore
 
 from handlers.app import Runtime, create_app
+from handlers.auth import OidcVerifier
 from handlers.hooks import HookRegistry, PermanentError, RetryableError, TransformRun
 from handlers.services import handlers_for
 from handlers.store import CONNECTIONS, SYNC_STATE, doc_id
@@ -32,6 +33,7 @@ from shared.routing import load_routes
 from shared.settings import HandlerSettings
 from tests.conftest import push_envelope, sample
 from tests.integration.conftest import PROJECT
+from tests.oidc_issuer import LocalGoogleIssuer
 
 pytestmark = pytest.mark.integration
 
@@ -414,3 +416,70 @@ def test_a_crashed_attempt_is_taken_over_after_its_lease(
     )
     assert h.doc(SYNC_STATE, h.customer, "hubspot", "contact")["total_runs"] == 1
     assert h.runtime.ledger.state("sync-state", "msg_crashed")["attempts"] == 2  # type: ignore[index]
+
+
+# --- authentication --------------------------------------------------------
+
+AUDIENCE = "https://connections-123.europe-west1.run.app"
+PUSHER = "pubsub-push@proj.iam.gserviceaccount.com"
+
+
+@pytest.fixture
+def authenticated(
+    harness: Callable[[str], Harness], google_issuer: LocalGoogleIssuer
+) -> tuple[Harness, LocalGoogleIssuer]:
+    h = harness("connections")
+    h.runtime.verifier = OidcVerifier(
+        audience=AUDIENCE, allowed_emails=[PUSHER], certs_url=google_issuer.certs_url
+    )
+    return h, google_issuer
+
+
+def push_with(h: Harness, payload: dict[str, Any], webhook_id: str, token: str | None) -> Any:
+    attributes = delivery_attributes(
+        webhook_id=webhook_id, webhook_timestamp=str(int(time.time())), source="supaglue"
+    ) | event_attributes(parse_event(payload))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = push_envelope(json.dumps(payload).encode(), attributes)
+    return h.client.post("/push/connections", data=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("audience", "email", "expires_in", "status"),
+    [
+        (AUDIENCE, PUSHER, 300, 204),
+        (AUDIENCE, PUSHER, -120, 401),
+        ("https://elsewhere.run.app", PUSHER, 300, 401),
+        (AUDIENCE, "someone@else.iam.gserviceaccount.com", 300, 403),
+        (None, None, 0, 401),
+    ],
+    ids=["valid", "expired", "wrong-audience", "wrong-account", "missing"],
+)
+def test_push_requests_are_authenticated_before_any_work(
+    authenticated: tuple[Harness, LocalGoogleIssuer],
+    audience: str | None,
+    email: str | None,
+    expires_in: int,
+    status: int,
+) -> None:
+    h, issuer = authenticated
+    token = issuer.mint(audience, email, expires_in=expires_in) if audience and email else None
+    webhook_id = f"msg_auth_{uuid.uuid4().hex}"
+    response = push_with(h, h.payload("connection.created"), webhook_id, token)
+    assert response.status_code == status
+    claimed = h.runtime.ledger.state("connections", webhook_id) is not None
+    assert claimed is (status == 204)
+
+
+def test_service_refuses_to_start_without_auth_settings() -> None:
+    with pytest.raises(ValueError, match="PUSH_AUTH_DISABLED"):
+        HandlerSettings(google_cloud_project=PROJECT, service="alerts")
+
+
+def test_disabled_auth_says_so_at_start_up(
+    harness: Callable[[str], Harness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    harness("alerts")
+    [line] = events_named(log_lines(capsys), "push_auth_disabled")
+    assert line["severity"] == "WARNING"

@@ -19,12 +19,14 @@ from flask.testing import FlaskClient
 from google.cloud import firestore
 
 from handlers.app import Runtime
+from handlers.auth import OidcVerifier
 from handlers.hooks import BackfillChunk, ChunkResult, HookRegistry, PermanentError, RetryableError
 from handlers.store import BACKFILLS
 from handlers.worker import create_worker_app
 from shared.log import JsonLogger
 from shared.settings import HandlerSettings
 from tests.integration.conftest import PROJECT, FakeCloudTasks
+from tests.oidc_issuer import LocalGoogleIssuer
 
 pytestmark = pytest.mark.integration
 HOOK = "tests.integration.test_worker.pages"
@@ -37,10 +39,13 @@ class WorkerHarness:
     tasks: FakeCloudTasks
     hooks: HookRegistry
     backfill: str
+    runtime: Runtime
 
-    def run(self, chunk: int, body: bytes | None = None) -> int:
+    def run(
+        self, chunk: int, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> int:
         payload = body or json.dumps({"backfill_id": self.backfill, "chunk": chunk}).encode()
-        status: int = self.client.post("/backfill/run", data=payload).status_code
+        status: int = self.client.post("/backfill/run", data=payload, headers=headers).status_code
         return status
 
     def record(self) -> dict[str, Any]:
@@ -86,7 +91,7 @@ def worker(
             }
         )
         client = create_worker_app(runtime).test_client()
-        return WorkerHarness(client, firestore_client, cloud_tasks, hooks, backfill)
+        return WorkerHarness(client, firestore_client, cloud_tasks, hooks, backfill, runtime)
 
     return build
 
@@ -225,3 +230,23 @@ def test_missing_record_is_retried_and_a_malformed_task_is_dropped(
     assert h.run(0, json.dumps({"backfill_id": "bf-none", "chunk": 0}).encode()) == 503
     assert h.run(0, b"not json") == 204
     assert h.run(0, json.dumps({"backfill_id": 7, "chunk": -1}).encode()) == 204
+
+
+def test_tasks_must_carry_the_tasks_token_and_come_from_the_queue(
+    worker: Callable[..., WorkerHarness], google_issuer: LocalGoogleIssuer
+) -> None:
+    audience, tasks_account = "http://127.0.0.1:9", "tasks@proj.iam.gserviceaccount.com"
+    h = worker(pages(100))
+    h.runtime.verifier = OidcVerifier(
+        audience=audience, allowed_emails=[tasks_account], certs_url=google_issuer.certs_url
+    )
+    token = {"Authorization": f"Bearer {google_issuer.mint(audience, tasks_account)}"}
+    pusher = google_issuer.mint(audience, "pubsub-push@proj.iam.gserviceaccount.com")
+    assert h.run(0, headers={}) == 401
+    assert h.run(0, headers={"Authorization": f"Bearer {pusher}"}) == 403
+    # Cloud Tasks sets the queue header and strips it from requests that do not come from it.
+    assert h.run(0, headers=token) == 403
+    assert h.run(0, headers={**token, "X-CloudTasks-QueueName": "other"}) == 403
+    assert h.record()["chunks_done"] == 0
+    assert h.run(0, headers={**token, "X-CloudTasks-QueueName": "backfills"}) == 204
+    assert h.record()["chunks_done"] == 1
