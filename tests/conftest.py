@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 
 # Fixtures that live in their own modules.
-pytest_plugins = ["tests.oidc_issuer"]
+pytest_plugins = ["tests.oidc_issuer", "tests.integration.harness"]
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "shared" / "samples"
