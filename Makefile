@@ -12,7 +12,7 @@ TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell sha1sum requirements-tasks-emula
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv lint typecheck unit integration test run bench bench-ingest bench-e2e bench-backfill clean
+.PHONY: venv lint typecheck unit integration test run bench bench-ingest bench-e2e bench-backfill reliability clean
 
 venv: $(STAMP) $(TASKS_STAMP)
 
@@ -60,6 +60,11 @@ bench-backfill: venv
 	$(PY) -m ops.bench_backfill
 
 bench: bench-ingest bench-e2e bench-backfill
+
+# The full reliability suite (10,000 webhooks, faults, fuzzing); CI runs a small one in `make test`.
+reliability: venv
+	$(PY) -m ops.reliability
+	FUZZ_EXAMPLES=3000 $(BIN)/pytest tests/unit/test_fuzz_ingest.py tests/integration/test_fuzz_push.py
 
 clean:
 	rm -rf $(VENV) $(TASKS_VENV) .pytest_cache .mypy_cache .ruff_cache

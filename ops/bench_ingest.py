@@ -40,6 +40,7 @@ import http.client
 import json
 import math
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -53,7 +54,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
+# Whether mypy finds this attribute depends on which modules it checks together.
+from google.cloud import pubsub_v1  # type: ignore[attr-defined, unused-ignore]
 
 from ops import pubsub_admin
 from ops.emulators import LOOPBACK, Emulator, free_port, start_pubsub
@@ -130,18 +132,58 @@ class Load:
 
 
 @dataclass(frozen=True)
+class CpuSample:
+    """CPU ms used so far: per process tree, by this script's children, by the machine."""
+
+    server: float
+    emulator: float
+    children: float
+    machine: float
+
+    @classmethod
+    def take(cls, server_pid: int, emulator_pid: int) -> CpuSample:
+        server, emulator = cpu_ms_of_trees([server_pid, emulator_pid])
+        # wrk is a child this script has waited for, so its CPU shows here once it exits;
+        # this script's own share is added so that "others" is truly everyone else.
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        spent = children.ru_utime + children.ru_stime + own.ru_utime + own.ru_stime
+        return cls(server, emulator, spent * 1000, machine_busy_ms())
+
+    def minus(self, earlier: CpuSample) -> CpuSample:
+        return CpuSample(
+            self.server - earlier.server,
+            self.emulator - earlier.emulator,
+            self.children - earlier.children,
+            self.machine - earlier.machine,
+        )
+
+
+@dataclass(frozen=True)
 class Measurement:
     load: Load
-    server_cpu_ms: float
-    emulator_cpu_ms: float
+    cpu: CpuSample
+
+    def per_request(self, cpu_ms: float) -> float:
+        return cpu_ms / max(1, self.load.requests)
 
     @property
     def server_ms_per_request(self) -> float:
-        return self.server_cpu_ms / max(1, self.load.requests)
+        return self.per_request(self.cpu.server)
 
     @property
     def emulator_ms_per_request(self) -> float:
-        return self.emulator_cpu_ms / max(1, self.load.requests)
+        return self.per_request(self.cpu.emulator)
+
+    @property
+    def wrk_ms_per_request(self) -> float:
+        return self.per_request(self.cpu.children)
+
+    @property
+    def others_cores(self) -> float:
+        """Cores kept busy by processes not part of this benchmark: noise when above ~0.1."""
+        ours = self.cpu.server + self.cpu.emulator + self.cpu.children
+        return max(0.0, self.cpu.machine - ours) / (self.load.seconds * 1000)
 
 
 @dataclass(frozen=True)
@@ -368,6 +410,15 @@ def cpu_ms_of_trees(roots: Sequence[int]) -> list[float]:
     return [_tree_ticks(root, ticks, children) * 1000 / CLOCK_TICKS for root in roots]
 
 
+def machine_busy_ms() -> float:
+    """CPU ms all processes on the machine have used since boot (/proc/stat, first line)."""
+    with Path("/proc/stat").open() as stat:
+        fields = [int(value) for value in stat.readline().split()[1:9]]
+    # user nice system idle iowait irq softirq steal: all but idle and iowait is work.
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) * 1000 / CLOCK_TICKS
+
+
 def _tree_ticks(root: int, ticks: dict[int, int], children: dict[int, list[int]]) -> int:
     total, pending = 0, [root]
     while pending:
@@ -386,17 +437,16 @@ def measure(
     """One wrk run of `seconds` against `server`, with fresh signatures and CPU deltas."""
     signed = workdir / "signed.txt"
     presign(signed, math.ceil(max(server.rate_guess, MIN_RATE_GUESS) * RATE_MARGIN * seconds))
-    roots = [server.process.pid, emulator.process.pid]
-    before = cpu_ms_of_trees(roots)
+    before = CpuSample.take(server.process.pid, emulator.process.pid)
     load = run_wrk(wrk, server.url, seconds, signed, connections)
-    after = cpu_ms_of_trees(roots)
+    after = CpuSample.take(server.process.pid, emulator.process.pid)
     if load.resent:
         raise BenchError(
             f"{server.name}: wrk ran out of signed requests and sent {load.resent} ids twice; "
             "the rate rose over twice the last one seen: run again"
         )
     server.rate_guess = load.rps
-    return Measurement(load, after[0] - before[0], after[1] - before[1])
+    return Measurement(load, after.minus(before))
 
 
 def drain_ids(subscriber: pubsub_v1.SubscriberClient, path: str) -> list[str]:
@@ -503,17 +553,19 @@ def print_header(opts: Options) -> None:
 
 
 def print_round(number: int, total: int, result: Round) -> None:
-    print(f"\nround {number}/{total}")
+    print(f"\nround {number}/{total}  (CPU in ms per request; others: cores used meanwhile")
+    print("  by processes outside this benchmark, which make the figures noisy when above ~0.1)")
     print(
-        f"  {'function':8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8} "
-        f"{'sock-err':>8} {'server CPU ms/req':>18} {'emulator CPU ms/req':>20}"
+        f"  {'function':8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} "
+        f"{'errors':>6} {'server':>7} {'emulator':>8} {'wrk':>6} {'others':>6}"
     )
     for name, m in (("bare", result.bare), ("ingest", result.ingest)):
         load = m.load
         print(
             f"  {name:8} {load.rps:8.1f} {load.p50_ms:7.2f} {load.p99_ms:7.2f} "
-            f"{load.non_2xx:8d} {load.socket_errors + load.timeouts:8d} "
-            f"{m.server_ms_per_request:18.3f} {m.emulator_ms_per_request:20.3f}"
+            f"{load.non_2xx:7d} {load.socket_errors + load.timeouts:6d} "
+            f"{m.server_ms_per_request:7.3f} {m.emulator_ms_per_request:8.3f} "
+            f"{m.wrk_ms_per_request:6.3f} {m.others_cores:6.2f}"
         )
     d = result.delivery
     print(
@@ -522,7 +574,7 @@ def print_round(number: int, total: int, result: Round) -> None:
     )
     print(
         f"  ingest/bare: throughput {throughput_ratio(result):.2f}, "
-        f"CPU per request {cpu_ratio(result):.2f}"
+        f"server CPU per request {cpu_ratio(result):.2f}"
     )
 
 

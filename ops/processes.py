@@ -69,7 +69,7 @@ def serve(
         try:
             requests.get(served.url + ready_path, timeout=1)
             return served
-        except requests.ConnectionError:
+        except requests.RequestException:
             if process.poll() is not None or time.monotonic() > deadline:
                 served.stop()
                 raise RuntimeError(f"{name} did not start:\n{served.log()}") from None

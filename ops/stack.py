@@ -94,7 +94,9 @@ def running_stack(
     with_ingest: bool = False,
     ingest_threads: int = 8,
     extra_env: Mapping[str, str] | None = None,
+    ingest_extra_env: Mapping[str, str] | None = None,
     max_delivery_attempts: int = topology.MAX_DELIVERY_ATTEMPTS,
+    maximum_backoff_seconds: int = 2,
 ) -> Iterator[Stack]:
     """Serve the handlers (and optionally ingest) against running emulators; stop them after."""
     layout = topology.Topology(project, f"p{uuid.uuid4().hex[:6]}")
@@ -123,10 +125,12 @@ def running_stack(
             {name: served.url for name, served in stack.services.items()},
             max_delivery_attempts=max_delivery_attempts,
             minimum_backoff_seconds=1,
-            maximum_backoff_seconds=2,
+            maximum_backoff_seconds=maximum_backoff_seconds,
         )
         if with_ingest:
-            stack.ingest = serve_ingest(stack.ingest_env, log_dir, threads=ingest_threads)
+            stack.ingest = serve_ingest(
+                {**stack.ingest_env, **(ingest_extra_env or {})}, log_dir, threads=ingest_threads
+            )
         # Clients this process creates (reading effects) talk to the same emulators.
         saved = {k: os.environ.get(k) for k in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")}
         os.environ["FIRESTORE_EMULATOR_HOST"] = emulators.firestore.host_port

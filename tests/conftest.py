@@ -71,3 +71,8 @@ def push_envelope(
     if delivery_attempt is not None:
         envelope["deliveryAttempt"] = delivery_attempt
     return json.dumps(envelope).encode()
+
+
+def examples(default: int) -> int:
+    """Hypothesis examples per fuzz test; `make reliability` raises it (FUZZ_EXAMPLES)."""
+    return int(os.environ.get("FUZZ_EXAMPLES", default))
