@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import sample, sample_types
+from tests.conftest import examples, sample, sample_types
 from tests.integration.harness import Harness
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,9 @@ def push_bodies(draw: st.DrawFn) -> bytes:
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(120),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(body=push_bodies(), route=st.sampled_from(["alerts", "connections", "sync-state"]))
 def test_any_push_body_is_answered_without_a_5xx(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from ops.signing import DEV_SECRET, signed_headers
 from shared.publisher import ConfirmingPublisher
-from tests.conftest import ingest_client, sample_bytes, sample_types
+from tests.conftest import examples, ingest_client, sample_bytes, sample_types
 
 SIGNATURE_HEADERS = [
     "svix-id",
@@ -103,7 +103,9 @@ def app_and_published() -> Iterator[tuple[FlaskClient, list[bytes]]]:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "DELETE"]),
@@ -125,7 +127,9 @@ def test_unverified_requests_are_refused_without_a_publish(
 
 
 @settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(200),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(body=bodies(), branded=st.booleans())
 def test_signed_bodies_of_any_shape_are_stored_exactly_once(
