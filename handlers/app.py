@@ -32,6 +32,7 @@ from handlers.context import HandlerContext
 from handlers.envelope import MAX_ENVELOPE_BYTES, BadEnvelope, PushMessage, parse_push
 from handlers.hooks import HookRegistry
 from handlers.ledger import ClaimState, LeaseLost, Ledger
+from handlers.transient import is_transient
 from shared.contract import Attr, truncate_utf8
 from shared.errors import InvalidEvent, PermanentError, RetryableError
 from shared.events import REASON_NOT_JSON, AnyEvent, parse_event
@@ -53,6 +54,10 @@ class Outcome(StrEnum):
 
 class Busy(RetryableError):
     """Another attempt holds a live claim on this event; try again later."""
+
+
+class StorageBusy(RetryableError):
+    """Firestore or Pub/Sub is contended or unavailable for now."""
 
 
 class Crashed(RetryableError):
@@ -183,9 +188,12 @@ def _deliver(handler: Handler, runtime: Runtime, request: flask.Request) -> flas
     except (PermanentError, RetryableError) as exc:
         result = exc
     except Exception as exc:  # noqa: BLE001
-        # Anything unexpected is retried (never acked as if done), and logged with its stack.
-        delivery.detail = "".join(traceback.format_exception(exc))[-4000:]
-        result = Crashed(f"{type(exc).__name__}: {exc}")
+        if is_transient(exc):
+            result = StorageBusy(f"{type(exc).__name__}: {exc}")
+        else:
+            # Anything unexpected is retried (never acked as if done), and logged with its stack.
+            delivery.detail = "".join(traceback.format_exception(exc))[-4000:]
+            result = Crashed(f"{type(exc).__name__}: {exc}")
     return _respond(result, delivery, runtime.logger, started)
 
 
@@ -315,7 +323,7 @@ def _respond(
         severity, event = _OUTCOMES[result]
     elif isinstance(result, AuthError):
         status, severity, event = result.status, "WARNING", "push_unauthenticated"
-    elif isinstance(result, CertificatesUnavailable | Busy):
+    elif isinstance(result, CertificatesUnavailable | Busy | StorageBusy):
         status, severity, event = 503, "WARNING", "retry_later"
     elif isinstance(result, Crashed):
         status, severity, event = 503, "ERROR", "handler_crashed"

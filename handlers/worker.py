@@ -36,6 +36,7 @@ from handlers.backfills import (
 )
 from handlers.hooks import BackfillChunk, ChunkResult
 from handlers.store import BACKFILLS
+from handlers.transient import is_transient
 from shared.errors import PermanentError, RetryableError
 from shared.log import Severity, TraceContext
 
@@ -92,8 +93,11 @@ class Worker:
         except (PermanentError, RetryableError) as exc:
             result = exc
         except Exception as exc:  # noqa: BLE001
-            # Unexpected: let the queue retry, and keep the stack for whoever reads the log.
-            result = RetryableError("".join(traceback.format_exception(exc))[-4000:])
+            # Unexpected: let the queue retry; keep the stack unless it is mere contention.
+            text = f"{type(exc).__name__}: {exc}"
+            if not is_transient(exc):
+                text = "".join(traceback.format_exception(exc))[-4000:]
+            result = RetryableError(text)
         return self._respond(result, task, headers, trace, started)
 
     def _authenticate(self, headers: dict[str, str]) -> None:

@@ -401,3 +401,20 @@ def test_disabled_auth_says_so_at_start_up(
     harness("alerts")
     [line] = events_named(log_lines(capsys), "push_auth_disabled")
     assert line["severity"] == "WARNING"
+
+
+def test_firestore_contention_is_a_quiet_retry_not_a_crash(
+    harness: Callable[[str], Harness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = harness("transforms")
+
+    @h.hooks.transform("contact")
+    def contended(run: TransformRun) -> str | None:
+        raise ValueError("Failed to commit transaction in 5 attempts.")
+
+    capsys.readouterr()
+    assert h.push("sync-state", h.payload("sync.complete")).status_code == 503
+    lines = log_lines(capsys)
+    assert events_named(lines, "handler_crashed") == []
+    [line] = events_named(lines, "retry_later")
+    assert line["severity"] == "WARNING"
