@@ -605,10 +605,13 @@ def print_summary(rounds: Sequence[Round]) -> None:
     rows: list[tuple[str, Callable[[Round], float], str]] = [
         ("bare req/s", lambda r: r.bare.load.rps, ".0f"),
         ("ingest req/s", lambda r: r.ingest.load.rps, ".0f"),
+        ("bare p50 ms", lambda r: r.bare.load.p50_ms, ".1f"),
         ("bare p99 ms", lambda r: r.bare.load.p99_ms, ".1f"),
+        ("ingest p50 ms", lambda r: r.ingest.load.p50_ms, ".1f"),
         ("bare CPU ms/req", lambda r: r.bare.server_ms_per_request, ".3f"),
         ("ingest CPU ms/req", lambda r: r.ingest.server_ms_per_request, ".3f"),
         ("emulator CPU ms/req", lambda r: r.ingest.emulator_ms_per_request, ".3f"),
+        ("others' cores (noise)", lambda r: max(r.bare.others_cores, r.ingest.others_cores), ".2f"),
     ]
     for name, figure, fmt in rows:
         print(f"  {name:28} {spread(rounds, figure, fmt)}")

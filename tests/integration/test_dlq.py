@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
 
-from ops import dlq, pubsub_admin
+from ops import cli, dlq, pubsub_admin
 from ops.emulators import Emulator
 from tests.integration.conftest import PROJECT
 
@@ -161,3 +161,26 @@ def test_seek_redelivers_what_was_published_since(topics: Topics) -> None:
     assert topics.pull(topics.events_watch) == []
     dlq.seek(topics.subscriber, topics.events_watch, since)
     assert [m.data for m in topics.pull(topics.events_watch)] == [b"after"]
+
+
+def test_the_cli_lists_replays_and_rewinds(
+    topics: Topics, pubsub_emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topics.dead_letter("msg_cli", "invalid_event")
+    time.sleep(0.3)
+    common = ["--emulator-host", pubsub_emulator.host_port, "--project", PROJECT]
+    assert cli.main(["dlq", "list", topics.dead_letter_watch, *common]) == 0
+    assert "invalid_event" in capsys.readouterr().out
+    events_topic = topics.events.rsplit("/", 1)[1]
+    replay = ["dlq", "replay", topics.dead_letter_watch, "--topic", events_topic, *common]
+    assert cli.main([*replay, "--dry-run"]) == 0
+    assert "would replay 1" in capsys.readouterr().out
+    assert cli.main(replay) == 0
+    assert "replayed 1" in capsys.readouterr().out
+    [message] = topics.pull(topics.events_watch)
+    assert message.attributes["webhook_id"] == "msg_cli"
+    assert "reason" not in message.attributes
+    assert (
+        cli.main(["replay", "--since", "5m", "--subscription", topics.events_watch, *common]) == 0
+    )
+    assert [m.attributes["webhook_id"] for m in topics.pull(topics.events_watch)] == ["msg_cli"]

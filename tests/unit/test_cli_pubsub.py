@@ -1,0 +1,48 @@
+"""Names and times the dead-letter and replay commands accept."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+import pytest
+
+from ops.cli_pubsub import dead_letter_subscription, parse_since, push_subscription
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30m", datetime(2026, 11, 28, 11, 30, tzinfo=UTC)),
+        ("2h", datetime(2026, 11, 28, 10, 0, tzinfo=UTC)),
+        ("1d", datetime(2026, 11, 27, 12, 0, tzinfo=UTC)),
+        ("2026-11-28T09:15:00Z", datetime(2026, 11, 28, 9, 15, tzinfo=UTC)),
+        ("2026-11-28T09:15:00", datetime(2026, 11, 28, 9, 15, tzinfo=UTC)),
+    ],
+)
+def test_since_accepts_durations_and_times(text: str, expected: datetime) -> None:
+    assert parse_since(text, now=NOW) == expected
+
+
+def test_since_refuses_anything_else() -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_since("yesterday", now=NOW)
+
+
+def test_route_names_map_to_the_topology_names() -> None:
+    assert (
+        dead_letter_subscription("sync-state", project="p", prefix="supaglue")
+        == "projects/p/subscriptions/supaglue-sync-state-dead-letter-watch"
+    )
+    assert (
+        dead_letter_subscription("quarantine", project="p", prefix="x")
+        == "projects/p/subscriptions/x-quarantine-watch"
+    )
+    assert dead_letter_subscription("projects/q/subscriptions/s", project="p", prefix="x") == (
+        "projects/q/subscriptions/s"
+    )
+    assert push_subscription("alerts", project="p", prefix="supaglue") == (
+        "projects/p/subscriptions/supaglue-alerts"
+    )
