@@ -516,6 +516,6 @@ def test_loading_the_function_creates_no_pubsub_client(
     monkeypatch: pytest.MonkeyPatch, configure: Callable[..., FlaskClient]
 ) -> None:
     created: list[object] = []
-    monkeypatch.setattr(ConfirmingPublisher, "_create_client", created.append)
+    monkeypatch.setattr(ConfirmingPublisher, "_start", created.append)
     configure()
     assert created == []
