@@ -26,7 +26,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from ops import cli_pubsub, pubsub_admin
+from ops import cli_pubsub, cli_status, pubsub_admin
 from ops.emulators import LOOPBACK
 from ops.local import (
     DEFAULT_INGEST_PORT,
@@ -443,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_send(commands)
     _add_watch(commands)
     cli_pubsub.add_commands(commands)
+    cli_status.add_command(commands)
     return parser
 
 

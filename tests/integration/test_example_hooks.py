@@ -20,6 +20,8 @@ from handlers.examples import contacts
 from handlers.hooks import hooks, load_hook_modules
 from handlers.services import handlers_for
 from handlers.store import SYNC_STATE, doc_id
+from ops import cli
+from ops.emulators import Emulator
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
 from shared.log import JsonLogger
@@ -109,3 +111,18 @@ def test_contacts_example_transforms_incrementally_and_cleans_up(
     }
     assert push(client_for("connections"), "connections", deleted) == 204
     assert crm() == {}
+
+
+def test_status_command_prints_what_the_handlers_stored(
+    firestore_client: firestore.Client,
+    firestore_emulator: Emulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    payload = {**sample("sync.complete"), "customer_id": customer, "result": "ERROR"}
+    assert push(client_for("transforms"), "sync-state", payload) == 204
+    args = ["status", "--project", PROJECT, "--firestore-host", firestore_emulator.host_port]
+    assert cli.main([*args, "--limit", "500"]) == 0
+    output = capsys.readouterr().out
+    [row] = [line for line in output.splitlines() if customer in line]
+    assert "ERROR" in row

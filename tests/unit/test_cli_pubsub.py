@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ops.cli_pubsub import dead_letter_subscription, parse_since, push_subscription
+from ops.cli_status import table
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -46,3 +47,16 @@ def test_route_names_map_to_the_topology_names() -> None:
     assert push_subscription("alerts", project="p", prefix="supaglue") == (
         "projects/p/subscriptions/supaglue-alerts"
     )
+
+
+def test_status_tables_are_aligned_and_show_missing_values_as_dashes() -> None:
+    text = table(
+        [{"customer_id": "c1", "state": "done"}, {"customer_id": "customer-22"}],
+        ["customer_id", "state"],
+    )
+    assert text.splitlines() == [
+        "customer_id  state",
+        "-----------  -----",
+        "c1           done",
+        "customer-22  -",
+    ]
