@@ -111,7 +111,9 @@ class Registered:
     provider: str
 
     def matches(self, *, provider: str, object_name: str = ANY) -> bool:
-        return self.provider in (ANY, provider) and self.object in (ANY, object_name)
+        # Supaglue names the same object "contact" in syncs and "Contact" in mapping events.
+        wanted = object_name.lower()
+        return self.provider in (ANY, provider) and self.object.lower() in (ANY, wanted)
 
 
 @dataclass

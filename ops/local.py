@@ -29,14 +29,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Final, TextIO
 
-from ops import pubsub_admin
-from ops.emulators import LOOPBACK, Emulator, EmulatorError, start_pubsub
+from ops import pubsub_admin, topology
+from ops.emulators import (
+    LOOPBACK,
+    Emulator,
+    EmulatorError,
+    start_firestore,
+    start_pubsub,
+    start_tasks,
+)
 from ops.signing import DEV_SECRET
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -48,14 +55,28 @@ DEFAULT_PUBSUB_PORT: Final = 8085
 DEFAULT_INGEST_PORT: Final = 8080
 PUBSUB_PORT_ENV: Final = "LOCAL_PUBSUB_PORT"
 INGEST_PORT_ENV: Final = "LOCAL_INGEST_PORT"
+HANDLERS_PORT_ENV: Final = "LOCAL_HANDLERS_BASE_PORT"
 
-EVENTS_TOPIC: Final = "supaglue-events"
-QUARANTINE_TOPIC: Final = "supaglue-quarantine"
-# A pull subscription per topic that nothing consumes but `ops watch`.
+TOPOLOGY: Final = topology.Topology(LOCAL_PROJECT, "supaglue")
+EVENTS_TOPIC: Final = TOPOLOGY.events_topic
+QUARANTINE_TOPIC: Final = TOPOLOGY.quarantine_topic
+# A pull subscription per topic that nothing consumes but `ops watch`: what was
+# published, what was quarantined, and what each handler dead-lettered.
 WATCH_SUBSCRIPTIONS: Final[Mapping[str, str]] = {
-    EVENTS_TOPIC: "supaglue-events-watch",
-    QUARANTINE_TOPIC: "supaglue-quarantine-watch",
+    topic: TOPOLOGY.watch_subscription(topic)
+    for topic in (
+        EVENTS_TOPIC,
+        QUARANTINE_TOPIC,
+        *(TOPOLOGY.dead_letter_topic(route) for route in TOPOLOGY.routes),
+    )
 }
+DEFAULT_FIRESTORE_PORT: Final = 8086
+DEFAULT_TASKS_PORT: Final = 8123
+# alerts 8091, connections 8092, transforms 8093, backfills 8094, backfill-worker 8095
+DEFAULT_HANDLERS_BASE_PORT: Final = 8090
+HANDLER_SERVICES: Final = ("alerts", "connections", "transforms", "backfills", "backfill-worker")
+TASKS_LOCATION: Final = "local"
+TASKS_QUEUE: Final = "backfills"
 
 _READY_TIMEOUT_SECONDS: Final = 60.0
 _STOP_TIMEOUT_SECONDS: Final = 10.0
@@ -80,10 +101,27 @@ class StackConfig:
     project: str = LOCAL_PROJECT
     secret: str = DEV_SECRET
     log_dir: Path = LOG_DIR
+    firestore_port: int = DEFAULT_FIRESTORE_PORT
+    tasks_port: int = DEFAULT_TASKS_PORT
+    handlers_base_port: int = DEFAULT_HANDLERS_BASE_PORT
 
     @property
     def pubsub_host(self) -> str:
         return f"{LOOPBACK}:{self.pubsub_port}"
+
+    @property
+    def firestore_host(self) -> str:
+        return f"{LOOPBACK}:{self.firestore_port}"
+
+    @property
+    def tasks_host(self) -> str:
+        return f"{LOOPBACK}:{self.tasks_port}"
+
+    def handler_port(self, service: str) -> int:
+        return self.handlers_base_port + 1 + HANDLER_SERVICES.index(service)
+
+    def handler_url(self, service: str) -> str:
+        return f"http://{LOOPBACK}:{self.handler_port(service)}"
 
     @property
     def ingest_url(self) -> str:
@@ -141,23 +179,62 @@ def ingest_spec(config: StackConfig) -> ServiceSpec:
     )
 
 
+def handler_spec(config: StackConfig, service: str) -> ServiceSpec:
+    """A handler service (or the backfill worker) under gunicorn, as its container runs it."""
+    port = config.handler_port(service)
+    return ServiceSpec(
+        name=service,
+        argv=(
+            _venv_tool("gunicorn"),
+            f"--bind={LOOPBACK}:{port}",
+            "--workers=1",
+            "--threads=8",
+            "--timeout=0",
+            "handlers.main:create_service_app()",
+        ),
+        port=port,
+        port_option=f"--handlers-base-port / {HANDLERS_PORT_ENV}",
+        env={
+            "SERVICE": service,
+            "GOOGLE_CLOUD_PROJECT": config.project,
+            "PUBSUB_EMULATOR_HOST": config.pubsub_host,
+            "FIRESTORE_EMULATOR_HOST": config.firestore_host,
+            "TOPIC_PREFIX": TOPOLOGY.prefix,
+            # No OIDC token comes from the emulators; the services log a warning about it.
+            "PUSH_AUTH_DISABLED": "true",
+            "HOOK_MODULES": "handlers.examples.contacts",
+            "TASKS_LOCATION": TASKS_LOCATION,
+            "TASKS_QUEUE": TASKS_QUEUE,
+            "BACKFILL_WORKER_URL": config.handler_url("backfill-worker"),
+            "CLOUD_TASKS_EMULATOR_HOST": config.tasks_host,
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+        },
+        # No route at /: a 404 from Flask proves the app loaded with valid settings.
+        ready_statuses=frozenset({404}),
+    )
+
+
 def service_specs(config: StackConfig) -> list[ServiceSpec]:
-    """The stack's services in start order."""
-    return [ingest_spec(config)]
+    """The stack's services in start order: handlers first, so pushes find them."""
+    return [*(handler_spec(config, s) for s in HANDLER_SERVICES), ingest_spec(config)]
 
 
 def provision_pubsub(config: StackConfig) -> None:
-    """Topics and subscriptions, as Terraform creates them in the cloud (idempotent)."""
-    publisher = pubsub_admin.publisher_client(config.pubsub_host)
+    """Topics and subscriptions from the routing table, as Terraform creates them (idempotent)."""
+    layout = topology.Topology(config.project, TOPOLOGY.prefix)
+    topology.create(
+        layout,
+        config.pubsub_host,
+        {service: config.handler_url(service) for service in HANDLER_SERVICES},
+    )
     subscriber = pubsub_admin.subscriber_client(config.pubsub_host)
     try:
-        for topic in (EVENTS_TOPIC, QUARANTINE_TOPIC):
-            pubsub_admin.ensure_topic(publisher, config.project, topic)
-        for topic, subscription in WATCH_SUBSCRIPTIONS.items():
-            pubsub_admin.ensure_pull_subscription(subscriber, config.project, topic, subscription)
+        pubsub_admin.ensure_pull_subscription(
+            subscriber, config.project, EVENTS_TOPIC, WATCH_SUBSCRIPTIONS[EVENTS_TOPIC]
+        )
     finally:
         subscriber.close()
-        publisher.transport.close()
 
 
 def _venv_tool(name: str) -> str:
@@ -288,17 +365,44 @@ class Stack:
             ensure_port_free(spec.port, spec.name, spec.port_option)
         config.log_dir.mkdir(parents=True, exist_ok=True)
 
-        _say(out, f"Starting the Pub/Sub emulator on {config.pubsub_host} ...")
-        # Shielded: start_pubsub returns the emulator only once it answers, and
-        # one interrupted before then could not be stopped.
-        with self._signals.shield():
-            self._emulators.append(
-                start_pubsub(config.project, port=config.pubsub_port, log_dir=config.log_dir)
-            )
-        provision_pubsub(config)
+        for port, what, option in (
+            (config.firestore_port, "Firestore emulator", "--firestore-port"),
+            (config.tasks_port, "Cloud Tasks emulator", "--tasks-port"),
+        ):
+            ensure_port_free(port, what, option)
+        queue = f"projects/{config.project}/locations/{TASKS_LOCATION}/queues/{TASKS_QUEUE}"
+        starts: tuple[tuple[str, str, Callable[[], Emulator]], ...] = (
+            (
+                "Pub/Sub",
+                config.pubsub_host,
+                lambda: start_pubsub(
+                    config.project, port=config.pubsub_port, log_dir=config.log_dir
+                ),
+            ),
+            (
+                "Firestore",
+                config.firestore_host,
+                lambda: start_firestore(
+                    config.project, port=config.firestore_port, log_dir=config.log_dir
+                ),
+            ),
+            (
+                "Cloud Tasks",
+                config.tasks_host,
+                lambda: start_tasks([queue], port=config.tasks_port, log_dir=config.log_dir),
+            ),
+        )
+        for name, host, start in starts:
+            _say(out, f"Starting the {name} emulator on {host} ...")
+            # Shielded: an emulator is returned only once it answers, and one
+            # interrupted before then could not be stopped.
+            with self._signals.shield():
+                self._emulators.append(start())
         for spec in specs:
             _say(out, f"Starting {spec.name} on {spec.url} ...")
             self._start_service(spec, out)
+        _say(out, "Creating topics and push subscriptions from shared/routing.json ...")
+        provision_pubsub(config)
 
     def _start_service(self, spec: ServiceSpec, out: TextIO) -> None:
         log_path = self.config.log_dir / f"{spec.name}.log"
@@ -446,15 +550,20 @@ def banner(config: StackConfig, environ: Mapping[str, str] = os.environ) -> str:
             f"  ingest function   {config.ingest_url}",
             f"  Pub/Sub emulator  {config.pubsub_host}",
             f"  topics            {EVENTS_TOPIC}, {QUARANTINE_TOPIC} (watched by {watched})",
+            f"  Firestore         {config.firestore_host}    Cloud Tasks  {config.tasks_host}",
+            *(f"  {service:<17} {config.handler_url(service)}" for service in HANDLER_SERVICES),
             f"  webhook secret    {config.secret}  (dev only, public)",
             f"  logs              {config.log_dir}/",
             "",
             "Send a signed sample event:",
             f"  {_ops_command(*send)}",
-            "Watch what arrived on the topics:",
+            "Watch what arrived on the topics (events, quarantine, dead letters):",
             f"  {_ops_command(*watch)}",
+            "Start a backfill (the example hooks are loaded), then see the state the handlers keep:",
+            f"  {_ops_command(*send[:1], 'object.field_mapping.updated', '--result', 'SUCCESS', *send[4:])}",
+            f"  {_ops_command('status', '--firestore-host', config.firestore_host)}",
             "",
-            "Streaming the function's log below; Ctrl-C stops everything.",
+            "Streaming the services' logs below; Ctrl-C stops everything.",
             "",
         ]
     )
@@ -508,10 +617,33 @@ def parse_args(argv: Sequence[str] | None = None) -> StackConfig:
         default=os.environ.get(INGEST_PORT_ENV, str(DEFAULT_INGEST_PORT)),
         help=f"ingest function port (env {INGEST_PORT_ENV}, default {DEFAULT_INGEST_PORT})",
     )
+    parser.add_argument("--firestore-port", type=_port, default=DEFAULT_FIRESTORE_PORT)
+    parser.add_argument("--tasks-port", type=_port, default=DEFAULT_TASKS_PORT)
+    parser.add_argument(
+        "--handlers-base-port",
+        type=_port,
+        default=os.environ.get(HANDLERS_PORT_ENV, str(DEFAULT_HANDLERS_BASE_PORT)),
+        help=f"handler services listen on the next {len(HANDLER_SERVICES)} ports "
+        f"(env {HANDLERS_PORT_ENV}, default {DEFAULT_HANDLERS_BASE_PORT})",
+    )
     args = parser.parse_args(argv)
-    if args.pubsub_port == args.ingest_port:
-        parser.error(f"the Pub/Sub emulator and the function cannot share port {args.ingest_port}")
-    return StackConfig(pubsub_port=args.pubsub_port, ingest_port=args.ingest_port)
+    config = StackConfig(
+        pubsub_port=args.pubsub_port,
+        ingest_port=args.ingest_port,
+        firestore_port=args.firestore_port,
+        tasks_port=args.tasks_port,
+        handlers_base_port=args.handlers_base_port,
+    )
+    ports = [
+        config.pubsub_port,
+        config.ingest_port,
+        config.firestore_port,
+        config.tasks_port,
+        *(config.handler_port(s) for s in HANDLER_SERVICES),
+    ]
+    if len(set(ports)) != len(ports):
+        parser.error(f"two parts of the stack would share a port: {sorted(ports)}")
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,8 +12,16 @@ from __future__ import annotations
 from typing import Any, Final
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
 
-from handlers.hooks import DeletedConnection, RetryableError, TransformRun, hooks
+from handlers.hooks import (
+    BackfillChunk,
+    ChunkResult,
+    DeletedConnection,
+    RetryableError,
+    TransformRun,
+    hooks,
+)
 from handlers.store import doc_id
 
 DESTINATION: Final = "supaglue_destination"
@@ -64,7 +72,7 @@ def upsert_contacts(run: TransformRun) -> str | None:
             if record.get("_supaglue_is_deleted"):
                 target.delete()
             else:
-                target.set(_contact(run, row.id, record))
+                target.set(_contact(run.customer_id, run.provider_name, row.id, record))
             newest = record["_supaglue_last_modified_at"]
     except Exception as exc:
         # The destination being unreachable is worth a retry; the mark is not advanced.
@@ -85,14 +93,42 @@ def delete_contacts(connection: DeletedConnection) -> None:
         document.reference.delete()
 
 
-def _contact(run: TransformRun, source_id: str, record: dict[str, Any]) -> dict[str, Any]:
+def _contact(
+    customer_id: str, provider_name: str, source_id: str, record: dict[str, Any]
+) -> dict[str, Any]:
     raw = record.get("_supaglue_raw_data") or {}
     return {
-        "customer_id": run.customer_id,
-        "provider_name": run.provider_name,
+        "customer_id": customer_id,
+        "provider_name": provider_name,
         "source_id": source_id,
         "first_name": record.get("first_name", raw.get("FirstName")),
         "last_name": record.get("last_name", raw.get("LastName")),
         "email": record.get("email", raw.get("Email")),
         "last_modified_at": record["_supaglue_last_modified_at"],
     }
+
+
+@hooks.backfill("contact")
+def backfill_contacts(chunk: BackfillChunk) -> ChunkResult:
+    """Load every contact again, in document-id order, one bounded page per chunk.
+
+    The cursor is the last document id done; a chunk that is retried starts
+    again after the last committed one, and re-upserting a page is harmless.
+    """
+    rows = source_rows(chunk.customer_id, chunk.provider_name, "contact")
+    query = rows.order_by(FieldPath.document_id())
+    if chunk.cursor is not None:
+        query = query.where(
+            filter=firestore.FieldFilter(FieldPath.document_id(), ">", rows.document(chunk.cursor))
+        )
+    page = list(query.limit(chunk.max_records).stream())
+    contacts = _db().collection(CONTACTS)
+    for row in page:
+        record = row.to_dict() or {}
+        target = contacts.document(doc_id(chunk.customer_id, chunk.provider_name, row.id))
+        if record.get("_supaglue_is_deleted"):
+            target.delete()
+        else:
+            target.set(_contact(chunk.customer_id, chunk.provider_name, row.id, record))
+    finished = len(page) < chunk.max_records
+    return ChunkResult(records=len(page), next_cursor=None if finished else page[-1].id)

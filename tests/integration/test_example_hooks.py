@@ -17,7 +17,7 @@ from google.cloud import firestore
 
 from handlers.app import Runtime, create_app
 from handlers.examples import contacts
-from handlers.hooks import hooks, load_hook_modules
+from handlers.hooks import BackfillChunk, hooks, load_hook_modules
 from handlers.services import handlers_for
 from handlers.store import SYNC_STATE, doc_id
 from ops import cli
@@ -126,3 +126,42 @@ def test_status_command_prints_what_the_handlers_stored(
     output = capsys.readouterr().out
     [row] = [line for line in output.splitlines() if customer in line]
     assert "ERROR" in row
+
+
+def test_contacts_backfill_pages_through_the_source_chunk_by_chunk(
+    firestore_client: firestore.Client,
+) -> None:
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    rows = contacts.source_rows(customer, "hubspot", "contact")
+    for number in range(25):
+        rows.document(f"r{number:03d}").set(
+            {
+                "_supaglue_last_modified_at": f"2026-11-01T00:00:{number:02d}Z",
+                "email": f"{number}@x",
+            }
+        )
+    cursor: str | None = None
+    pages = []
+    for chunk in range(10):
+        result = contacts.backfill_contacts(
+            BackfillChunk(
+                backfill_id="bf-example",
+                customer_id=customer,
+                provider_name="hubspot",
+                connection_id=None,
+                object="contact",
+                cursor=cursor,
+                chunk=chunk,
+                max_records=10,
+                deadline=time.monotonic() + 60,
+            )
+        )
+        pages.append(result.records)
+        cursor = result.next_cursor
+        if cursor is None:
+            break
+    assert pages == [10, 10, 5]
+    stored = firestore_client.collection(contacts.CONTACTS).where(
+        filter=firestore.FieldFilter("customer_id", "==", customer)
+    )
+    assert len(list(stored.stream())) == 25
