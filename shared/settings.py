@@ -12,7 +12,14 @@ import binascii
 import re
 from typing import Annotated, Final, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.log import JsonLogger
@@ -27,6 +34,13 @@ SVIX_TOLERANCE_SECONDS: Final = 300
 _TOPIC_ID = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
 
 
+def _split(value: object) -> object:
+    """A list in one variable: items separated by spaces or commas."""
+    if isinstance(value, str):
+        return tuple(part for part in re.split(r"[\s,]+", value) if part)
+    return value
+
+
 class _Base(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
@@ -36,7 +50,9 @@ class _Base(BaseSettings):
 class IngestSettings(_Base):
     """What the ingest function needs: secrets, topics and limits."""
 
-    webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(min_length=1)
+    webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split)] = Field(
+        min_length=1
+    )
     events_topic: str
     quarantine_topic: str
     webhook_tolerance_seconds: int = Field(
@@ -52,13 +68,6 @@ class IngestSettings(_Base):
     # Messages waiting for Pub/Sub beyond this are refused with 503, not queued in memory.
     publish_max_outstanding: int = Field(default=1000, ge=1)
     event_source: str = "supaglue"
-
-    @field_validator("webhook_secrets", mode="before")
-    @classmethod
-    def _split_secrets(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part for part in re.split(r"[\s,]+", value) if part)
-        return value
 
     @field_validator("webhook_secrets")
     @classmethod
@@ -107,7 +116,7 @@ class HandlerSettings(_Base):
     # Ledger entries carry expires_at this far ahead, for Firestore's TTL policy.
     ledger_retention_days: int = Field(default=30, ge=1)
     # Modules whose import registers hooks (see handlers/hooks.py), comma-separated.
-    hook_modules: Annotated[tuple[str, ...], NoDecode] = ()
+    hook_modules: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)] = ()
     publish_timeout_seconds: float = Field(default=8.0, gt=0, le=60)
     # Backfills (Cloud Tasks): where the scheduler enqueues and the worker is reached.
     tasks_location: str | None = None
@@ -120,13 +129,6 @@ class HandlerSettings(_Base):
     # A chunk's budget, well inside the queue's dispatch deadline.
     backfill_chunk_max_records: int = Field(default=500, ge=1)
     backfill_chunk_seconds: float = Field(default=60, gt=0, le=1500)
-
-    @field_validator("hook_modules", mode="before")
-    @classmethod
-    def _split_modules(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part for part in re.split(r"[\s,]+", value) if part)
-        return value
 
     @model_validator(mode="after")
     def _auth_is_configured_or_explicitly_off(self) -> HandlerSettings:

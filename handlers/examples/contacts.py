@@ -64,16 +64,9 @@ def upsert_contacts(run: TransformRun) -> str | None:
             filter=firestore.FieldFilter("_supaglue_last_modified_at", ">", run.high_water_mark)
         )
     newest = run.high_water_mark
-    contacts = _db().collection(CONTACTS)
     try:
         for row in query.limit(PAGE).stream():
-            record = row.to_dict() or {}
-            target = contacts.document(doc_id(run.customer_id, run.provider_name, row.id))
-            if record.get("_supaglue_is_deleted"):
-                target.delete()
-            else:
-                target.set(_contact(run.customer_id, run.provider_name, row.id, record))
-            newest = record["_supaglue_last_modified_at"]
+            newest = _apply(run.customer_id, run.provider_name, row)["_supaglue_last_modified_at"]
     except Exception as exc:
         # The destination being unreachable is worth a retry; the mark is not advanced.
         raise RetryableError(f"reading contacts failed: {exc}") from exc
@@ -91,6 +84,17 @@ def delete_contacts(connection: DeletedConnection) -> None:
     )
     for document in query.stream():
         document.reference.delete()
+
+
+def _apply(customer_id: str, provider_name: str, row: Any) -> dict[str, Any]:
+    """Upsert one destination row into crm_contacts, or delete it; returns the row."""
+    record: dict[str, Any] = row.to_dict() or {}
+    target = _db().collection(CONTACTS).document(doc_id(customer_id, provider_name, row.id))
+    if record.get("_supaglue_is_deleted"):
+        target.delete()
+    else:
+        target.set(_contact(customer_id, provider_name, row.id, record))
+    return record
 
 
 def _contact(
@@ -122,13 +126,7 @@ def backfill_contacts(chunk: BackfillChunk) -> ChunkResult:
             filter=firestore.FieldFilter(FieldPath.document_id(), ">", rows.document(chunk.cursor))
         )
     page = list(query.limit(chunk.max_records).stream())
-    contacts = _db().collection(CONTACTS)
     for row in page:
-        record = row.to_dict() or {}
-        target = contacts.document(doc_id(chunk.customer_id, chunk.provider_name, row.id))
-        if record.get("_supaglue_is_deleted"):
-            target.delete()
-        else:
-            target.set(_contact(chunk.customer_id, chunk.provider_name, row.id, record))
+        _apply(chunk.customer_id, chunk.provider_name, row)
     finished = len(page) < chunk.max_records
     return ChunkResult(records=len(page), next_cursor=None if finished else page[-1].id)
