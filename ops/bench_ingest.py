@@ -553,11 +553,14 @@ def print_header(opts: Options) -> None:
         f"{opts.warmup} s warm-up + {opts.duration} s measured per function, "
         f"{opts.rounds} round(s); servers: functions-framework (gunicorn gthread, 1 worker)"
     )
+    print(
+        "columns: server, emulator and wrk CPU in ms per request; others: cores used meanwhile "
+        "by processes outside this benchmark (figures are noisy when above ~0.1)"
+    )
 
 
 def print_round(number: int, total: int, result: Round) -> None:
-    print(f"\nround {number}/{total}  (CPU in ms per request; others: cores used meanwhile")
-    print("  by processes outside this benchmark, which make the figures noisy when above ~0.1)")
+    print(f"\nround {number}/{total}")
     print(
         f"  {'function':8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} "
         f"{'errors':>6} {'server':>7} {'emulator':>8} {'wrk':>6} {'others':>6}"
