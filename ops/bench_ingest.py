@@ -20,7 +20,9 @@ How
     requests answered. The emulator's process tree is read the same way and
     reported apart, so ingest's own cost shows separately from the fake Pub/Sub's.
     A pull subscription on the events topic counts the messages stored: every 2xx
-    from ingest must have produced exactly one, by svix-id.
+    from ingest must have produced exactly one, by svix-id. The CPU that processes
+    outside the benchmark used meanwhile (machine busy time from /proc/stat, less
+    ours and wrk's) is printed as "others": above ~0.1 core the run was disturbed.
 
 Run
     make bench-ingest
@@ -253,8 +255,10 @@ def raise_on_sigterm() -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGHUP, handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        # A signal ignored on purpose (nohup) stays ignored.
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
 
 
 def ensure_wrk() -> str:
