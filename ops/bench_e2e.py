@@ -65,7 +65,7 @@ def send_all(
         started = time.time()
         response = session.post(url, data=body, headers=signed_headers(body), timeout=15)
         done = time.time()
-        if response.status_code != 200:
+        if not 200 <= response.status_code < 300:
             raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
         with lock:
             answered[customer] = done

@@ -101,7 +101,7 @@ def send(
             response = client.post(
                 "/", data=body, headers=signed_headers(body, webhook_id=webhook_id)
             )
-            assert response.status_code == 200, response.data
+            assert response.status_code == 204, response.data
         return webhook_id, payload
 
     return send_event

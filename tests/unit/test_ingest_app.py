@@ -95,8 +95,8 @@ def test_every_sample_event_is_published_with_its_attributes(
     body = sample_bytes(event_type)
     headers = signed_headers(body, webhook_id=f"msg_{event_type}", timestamp=int(time.time()))
     response = post(client, body, headers)
-    assert response.status_code == 200, response.data
-    assert response.get_json()["status"] == "published"
+    assert response.status_code == 204, response.data
+    assert response.headers["X-Webhook-Outcome"] == "published"
     [message] = published.messages
     assert message.destination is Destination.EVENTS
     assert message.data == body
@@ -119,7 +119,7 @@ def test_every_sample_event_is_published_with_its_attributes(
 def test_unbranded_webhook_headers_are_accepted(client: FlaskClient, published: Recorder) -> None:
     body = sample_bytes("sync.paused")
     response = post(client, body, signed_headers(body, webhook_id="msg_unbranded", branded=False))
-    assert response.status_code == 200
+    assert response.status_code == 204
     assert published.messages[0].attributes["webhook_id"] == "msg_unbranded"
 
 
@@ -129,7 +129,7 @@ def test_header_names_in_any_letter_case(client: FlaskClient, published: Recorde
     headers = {
         ("SvIx" + key[4:] if key.startswith("SVIX") else key): v for key, v in headers.items()
     }
-    assert post(client, body, headers).status_code == 200
+    assert post(client, body, headers).status_code == 204
     assert len(published.messages) == 1
 
 
@@ -140,7 +140,7 @@ def test_one_valid_signature_among_several_passes(client: FlaskClient, published
     headers["svix-signature"] = (
         f"v1,{base64.b64encode(b'x' * 32).decode()} {wrong} " + (headers["svix-signature"])
     )
-    assert post(client, body, headers).status_code == 200
+    assert post(client, body, headers).status_code == 204
 
 
 @pytest.mark.parametrize("separator", [" ", ",", ", ", "\n"])
@@ -149,8 +149,8 @@ def test_any_configured_secret_verifies_during_rotation(
 ) -> None:
     client = configure(WEBHOOK_SECRETS=f"{DEV_SECRET}{separator}{OTHER_SECRET}")
     body = sample_bytes("connection.created")
-    assert post(client, body, signed_headers(body, OTHER_SECRET)).status_code == 200
-    assert post(client, body, signed_headers(body, DEV_SECRET)).status_code == 200
+    assert post(client, body, signed_headers(body, OTHER_SECRET)).status_code == 204
+    assert post(client, body, signed_headers(body, DEV_SECRET)).status_code == 204
     assert len(published.messages) == 2
 
 
@@ -161,7 +161,7 @@ def test_unknown_event_type_is_published_to_events(
         {"webhook_event_type": "sync.started", "customer_id": 42, "connection_id": "c1", "x": [1]}
     ).encode()
     response = post(client, body, signed_headers(body))
-    assert response.status_code == 200
+    assert response.status_code == 204
     [message] = published.messages
     assert message.destination is Destination.EVENTS
     assert message.attributes["event_type"] == "sync.started"
@@ -204,8 +204,8 @@ def test_verified_non_events_are_quarantined_with_a_reason(
     client: FlaskClient, published: Recorder, body: bytes, reason: str, event_type: str | None
 ) -> None:
     response = post(client, body, signed_headers(body))
-    assert response.status_code == 200
-    assert response.get_json()["status"] == "quarantined"
+    assert response.status_code == 204
+    assert response.headers["X-Webhook-Outcome"] == "quarantined"
     [message] = published.messages
     assert message.destination is Destination.QUARANTINE
     assert message.data == body
@@ -219,7 +219,7 @@ def test_invalid_result_value_is_quarantined_with_the_field_named(
 ) -> None:
     payload = {**sample("sync.complete"), "result": "MAYBE"}
     body = json.dumps(payload).encode()
-    assert post(client, body, signed_headers(body)).status_code == 200
+    assert post(client, body, signed_headers(body)).status_code == 204
     [message] = published.messages
     assert message.attributes["reason"] == "invalid_event"
     assert "result" in message.attributes["reason_detail"]
@@ -230,7 +230,7 @@ def test_an_id_too_long_for_an_attribute_is_quarantined(
     client: FlaskClient, published: Recorder
 ) -> None:
     body = json.dumps({**sample("sync.paused"), "customer_id": "c" * 1025}).encode()
-    assert post(client, body, signed_headers(body)).status_code == 200
+    assert post(client, body, signed_headers(body)).status_code == 204
     assert published.messages[0].attributes["reason"] == "attribute_too_long"
 
 
@@ -289,7 +289,7 @@ def test_tolerance_is_configurable(
     now = int(time.time())
     assert post(client, body, signed_headers(body, timestamp=now - 120)).status_code == 401
     assert post(client, body, signed_headers(body, timestamp=now + 120)).status_code == 401
-    assert post(client, body, signed_headers(body, timestamp=now - 30)).status_code == 200
+    assert post(client, body, signed_headers(body, timestamp=now - 30)).status_code == 204
 
 
 @pytest.mark.parametrize("timestamp", ["abc", "1.5e9", "17000000000000", "-5", " ", "NaN", "0x10"])
@@ -399,7 +399,7 @@ def test_body_at_the_limit_is_accepted(
     body = base.replace(b'"pad": ""', b'"pad": "' + b"x" * (1000 - len(base)) + b'"')
     assert len(body) == 1000
     client = configure(MAX_BODY_BYTES="1000")
-    assert post(client, body, signed_headers(body)).status_code == 200
+    assert post(client, body, signed_headers(body)).status_code == 204
 
 
 # --- 503: not stored, so never 2xx -----------------------------------------
