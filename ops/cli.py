@@ -11,7 +11,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import sys
 import time
 import urllib.error
@@ -27,6 +26,7 @@ from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped pack
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from ops import cli_pubsub, cli_status, pubsub_admin
+from ops.cli_common import CliError, ensure_listening
 from ops.emulators import LOOPBACK
 from ops.local import (
     DEFAULT_INGEST_PORT,
@@ -51,14 +51,6 @@ _TYPES_WITH_ERROR_MESSAGE: Final = (
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-class CliError(Exception):
-    """A failure to report in one line, without a traceback."""
-
-    def __init__(self, message: str, *, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -326,7 +318,7 @@ def watch(
     Pulls until interrupted, or once with `once`.
     """
     out = out or sys.stdout
-    _ensure_listening(emulator_host)
+    ensure_listening(emulator_host)
     subscriber = pubsub_admin.subscriber_client(emulator_host)
     paths = {
         name: name if name.startswith("projects/") else subscriber.subscription_path(project, name)
@@ -353,20 +345,6 @@ def watch(
                 time.sleep(interval)
     finally:
         subscriber.close()
-
-
-def _ensure_listening(host_port: str) -> None:
-    """Fail at once when nothing listens: a pull would retry for a minute first."""
-    host, _, port = host_port.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
-            pass
-    except ValueError:
-        raise CliError(f"{host_port!r} is not host:port", code=2) from None
-    except OSError as exc:
-        raise CliError(
-            f"nothing answers at {host_port} ({exc.strerror or exc}): is `make run` up?"
-        ) from None
 
 
 def _pull(

@@ -1,95 +1,254 @@
 """`status`: connections, sync state and backfills from Firestore, as readable tables.
 
 Against the emulator with --firestore-host (or $FIRESTORE_EMULATOR_HOST), or a
-real project with application default credentials.
+real project with application default credentials. Each table shows the most
+recently updated documents first (every handler sets `updated_at`).
+
+Reading (`read_status`) and formatting (`format_status`) are separate, so the
+formatting is a pure function over plain dicts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
 
+import google.auth.exceptions
+from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE
+from ops.cli_common import CliError, ensure_listening
 
-TABLES: dict[str, tuple[str, Sequence[str]]] = {
-    "connections": (
+# The project `make run` uses; the emulator's default here, as it is `ops watch`'s.
+EMULATOR_PROJECT: Final = "local-dev"
+EMULATOR_ENV: Final = "FIRESTORE_EMULATOR_HOST"
+# Cells longer than this (error messages) are cut, so a row stays on one line.
+MAX_CELL: Final = 48
+_QUERY_TIMEOUT_SECONDS: Final = 30.0
+
+
+@dataclass(frozen=True)
+class Column:
+    field: str
+    header: str
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    collection: str
+    columns: tuple[Column, ...]
+
+
+def _columns(*pairs: tuple[str, str]) -> tuple[Column, ...]:
+    return tuple(Column(field, header) for field, header in pairs)
+
+
+TABLES: Final = (
+    Table(
+        "connections",
         CONNECTIONS,
-        ("customer_id", "provider_name", "status", "last_result", "last_event_type", "updated_at"),
-    ),
-    "sync state": (
-        SYNC_STATE,
-        (
-            "customer_id",
-            "provider_name",
-            "object",
-            "last_result",
-            "consecutive_failures",
-            "last_records_synced",
-            "total_runs",
-            "updated_at",
+        _columns(
+            ("customer_id", "customer"),
+            ("provider_name", "provider"),
+            ("status", "status"),
+            ("last_event_type", "last event"),
+            ("last_result", "result"),
+            ("updated_at", "updated (UTC)"),
         ),
     ),
-    "backfills": (
-        BACKFILLS,
-        ("backfill_id", "customer_id", "object", "state", "chunks_done", "records", "updated_at"),
+    Table(
+        "sync state",
+        SYNC_STATE,
+        _columns(
+            ("customer_id", "customer"),
+            ("provider_name", "provider"),
+            ("object", "object"),
+            ("last_result", "last result"),
+            ("consecutive_failures", "failures in a row"),
+            ("last_records_synced", "records"),
+            ("total_runs", "runs"),
+            ("updated_at", "updated (UTC)"),
+            ("last_error_message", "last error"),
+        ),
     ),
-}
+    Table(
+        "backfills",
+        BACKFILLS,
+        _columns(
+            ("backfill_id", "backfill"),
+            ("customer_id", "customer"),
+            ("provider_name", "provider"),
+            ("object", "object"),
+            ("state", "state"),
+            ("chunks_done", "chunks"),
+            ("records", "records"),
+            ("updated_at", "updated (UTC)"),
+            ("last_error", "last error"),
+        ),
+    ),
+)
 
 
 def cell(value: Any) -> str:
+    """One value as table text: `-` for none, times in UTC to the second, one line, cut short."""
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
+        when = value.astimezone(UTC) if value.tzinfo is not None else value
+        return when.strftime("%Y-%m-%d %H:%M:%S")
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
 
 
-def table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A plain-text table; columns as wide as their widest cell."""
+def table(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    headers: Sequence[str] | None = None,
+) -> str:
+    """A plain-text table of `columns` (fields of each row); columns as wide as their widest cell."""
+    headers = list(headers or columns)
     body = [[cell(row.get(column)) for column in columns] for row in rows]
     widths = [
-        max([len(column), *(len(line[i]) for line in body)]) for i, column in enumerate(columns)
+        max([len(header), *(len(line[i]) for line in body)]) for i, header in enumerate(headers)
     ]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(headers, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in body]
     return "\n".join(line.rstrip() for line in lines)
 
 
+def format_status(
+    rows_by_collection: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    source: str,
+    limit: int | None = None,
+) -> str:
+    """Every table of TABLES, from documents (as dicts) by collection name, newest first."""
+    parts = [source]
+    for spec in TABLES:
+        rows = list(rows_by_collection.get(spec.collection, ()))
+        shown = f"{len(rows)}, newest first" if rows else "none"
+        if limit is not None and len(rows) >= limit:
+            shown = f"the newest {limit}; there may be more (--limit)"
+        parts.append(f"\n{spec.title} ({shown})")
+        if rows:
+            parts.append(
+                table(
+                    rows,
+                    [c.field for c in spec.columns],
+                    [c.header for c in spec.columns],
+                )
+            )
+    return "\n".join(parts)
+
+
+def read_status(db: firestore.Client, *, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """The `limit` most recently updated documents of each collection TABLES shows."""
+    result: dict[str, list[dict[str, Any]]] = {}
+    for spec in TABLES:
+        query = (
+            db.collection(spec.collection)
+            .order_by("updated_at", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        result[spec.collection] = [
+            snapshot.to_dict() or {} for snapshot in query.stream(timeout=_QUERY_TIMEOUT_SECONDS)
+        ]
+    return result
+
+
+@contextlib.contextmanager
+def _emulator(host: str | None) -> Iterator[None]:
+    """The Firestore client reads the emulator's address from the environment only."""
+    saved = os.environ.get(EMULATOR_ENV)
+    if host:
+        os.environ[EMULATOR_ENV] = host
+    else:
+        os.environ.pop(EMULATOR_ENV, None)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(EMULATOR_ENV, None)
+        else:
+            os.environ[EMULATOR_ENV] = saved
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "status", help="connections, sync state and backfills from Firestore"
-    )
-    parser.add_argument(
-        "--project",
-        default=os.environ.get("GOOGLE_CLOUD_PROJECT", "local-dev"),
-        help="default $GOOGLE_CLOUD_PROJECT, else local-dev",
+        "status",
+        help="connections, sync state and backfills from Firestore",
+        description="Print the handlers' state in Firestore as tables: connections, "
+        "sync state and backfills, most recently updated first.",
     )
     parser.add_argument(
         "--firestore-host",
-        default=os.environ.get("FIRESTORE_EMULATOR_HOST"),
-        help="the Firestore emulator (default $FIRESTORE_EMULATOR_HOST); without it, the real service",
+        default=os.environ.get(EMULATOR_ENV),
+        help=f"the Firestore emulator's host:port (default ${EMULATOR_ENV}); "
+        "without one, the real service with application default credentials",
     )
-    parser.add_argument("--limit", type=int, default=50, help="rows per table (newest first)")
+    parser.add_argument(
+        "--project",
+        help=f"default: {EMULATOR_PROJECT} on the emulator; otherwise $GOOGLE_CLOUD_PROJECT, "
+        "else the credentials' project",
+    )
+    parser.add_argument(
+        "--database",
+        default=os.environ.get("FIRESTORE_DATABASE", "(default)"),
+        help="the Firestore database, as the handlers' FIRESTORE_DATABASE "
+        "(default $FIRESTORE_DATABASE, else (default))",
+    )
+    parser.add_argument(
+        "--limit", type=_positive, default=50, help="rows per table, newest first (default 50)"
+    )
     parser.set_defaults(handler=_run_status)
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    if args.firestore_host:
-        os.environ["FIRESTORE_EMULATOR_HOST"] = args.firestore_host
-    db = firestore.Client(project=args.project)
-    for title, (collection, columns) in TABLES.items():
-        query = (
-            db.collection(collection)
-            .order_by("updated_at", direction=firestore.Query.DESCENDING)
-            .limit(args.limit)
-        )
-        rows = [snapshot.to_dict() or {} for snapshot in query.stream()]
-        print(f"\n{title} ({len(rows)} shown)")
-        print(table(rows, columns) if rows else "  (none)")
+    host: str | None = args.firestore_host
+    if host:
+        ensure_listening(host)
+        project = args.project or EMULATOR_PROJECT
+    else:
+        project = args.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+    with _emulator(host):
+        try:
+            db = firestore.Client(project=project, database=args.database)
+        except (google.auth.exceptions.GoogleAuthError, OSError) as exc:
+            raise CliError(
+                f"no Firestore client ({exc}): give --firestore-host for the emulator, or "
+                "--project and application default credentials "
+                "(`gcloud auth application-default login`) for the real one"
+            ) from None
+        source = (
+            f"Firestore emulator {host}, project {db.project}"
+            if host
+            else f"Firestore of project {db.project}"
+        ) + f", database {args.database}"
+        try:
+            rows = read_status(db, limit=args.limit)
+        except (
+            api_exceptions.GoogleAPIError,
+            api_exceptions.RetryError,
+            google.auth.exceptions.GoogleAuthError,
+        ) as exc:
+            raise CliError(f"reading {source} failed: {exc}") from None
+    print(format_status(rows, source=source, limit=args.limit))
     return 0

@@ -28,6 +28,27 @@ class EmulatorError(RuntimeError):
     """An emulator could not be started; the message says what to install or read."""
 
 
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop a process started with start_new_session=True and every process in its group.
+
+    SIGTERM to the group, SIGKILL if it has not exited within `timeout`, then
+    SIGKILL to whatever is left in the group: a child that outlived its parent
+    (gcloud's Java, a gunicorn worker) would keep a port open. Idempotent.
+    """
+    pgid = process.pid  # start_new_session made it the group leader
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            process.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
@@ -53,18 +74,8 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop the emulator and every process it started; idempotent."""
-        if self.running():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        # gcloud may exit before its Java child: make sure the group is gone.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        # gcloud may exit before its Java child: the whole group goes.
+        stop_process_group(self.process)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -166,6 +177,25 @@ def start_firestore(
 
 TASKS_EMULATOR: Final = Path(__file__).resolve().parent.parent / ".venv-tasks" / "bin"
 
+# gcloud-tasks-emulator listens on [::] whatever host it is given, and anyone who reaches it
+# can have this machine POST to any URL. Run by its own interpreter, this binds it to loopback
+# as the other emulators are; it then starts the emulator's CLI with the arguments given.
+_TASKS_ON_LOOPBACK: Final = f"""
+import grpc
+from gcloud_tasks_emulator.__main__ import main
+
+_server = grpc.server
+
+def _loopback_server(*args, **kwargs):
+    server = _server(*args, **kwargs)
+    add = server.add_insecure_port
+    server.add_insecure_port = lambda address: add("{LOOPBACK}:" + address.rsplit(":", 1)[1])
+    return server
+
+grpc.server = _loopback_server
+main()
+"""
+
 
 def start_tasks(
     queue_paths: list[str],
@@ -174,13 +204,21 @@ def start_tasks(
     log_dir: Path | None = None,
     timeout: float = 30,
 ) -> Emulator:
-    """Start gcloud-tasks-emulator (from .venv-tasks, see the Makefile) with these queues."""
+    """Start gcloud-tasks-emulator (from .venv-tasks, see the Makefile) with these queues.
+
+    On loopback only, when the emulator's own interpreter sits beside it (as in
+    .venv-tasks); a TASKS_EMULATOR_BIN elsewhere is run as it is.
+    """
     binary = Path(os.environ.get("TASKS_EMULATOR_BIN", TASKS_EMULATOR / "gcloud-tasks-emulator"))
     if not binary.exists():
         raise EmulatorError(f"{binary} not found: run `make venv` to install the Tasks emulator")
     port = port or free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="tasks-emulator-"))
-    argv = [str(binary), "start", f"--port={port}"]
+    interpreter = binary.with_name("python")
+    if interpreter.exists():
+        argv = [str(interpreter), "-c", _TASKS_ON_LOOPBACK, "start", f"--port={port}"]
+    else:
+        argv = [str(binary), "start", f"--port={port}"]
     for queue in queue_paths:
         argv.append(f"--default-queue={queue}")
     emulator = _spawn("tasks", argv, port, data_dir, log_dir)

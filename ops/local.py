@@ -1,17 +1,17 @@
-"""`make run`: the pipeline on local emulators, in the foreground.
+"""`make run`: the whole pipeline on local emulators, in the foreground.
 
-Starts the Pub/Sub emulator on a fixed port, creates the topics with a pull
-subscription on each to watch them, serves the ingest function with the
-Functions Framework CLI exactly as Cloud Functions does, prints how to send a
-signed event and watch it arrive, then streams the services' logs. Ctrl-C or
-SIGTERM stops every process the stack started, with their children.
+Starts the Pub/Sub, Firestore and Cloud Tasks emulators, every handler
+service and the backfill worker under gunicorn, and the ingest function under
+the Functions Framework CLI (the command lines and settings of ops.processes
+and ops.stack, which the integration tests use); creates the Pub/Sub topology
+from the routing table with push subscriptions to the local services, plus a
+pull subscription on the events topic for `ops watch`; prints how to send a
+signed event and see its effects, then streams every service's log lines
+prefixed with its name. Ctrl-C or SIGTERM stops every process the stack
+started, with their children.
 
 Fixed ports keep the printed commands valid from one run to the next; each
 is overridable by flag or environment variable when it clashes.
-
-More services join by adding a ServiceSpec to `service_specs` and their
-Pub/Sub wiring to `provision_pubsub`; the Stack starts, watches and stops
-whatever those return.
 """
 
 from __future__ import annotations
@@ -43,8 +43,13 @@ from ops.emulators import (
     start_firestore,
     start_pubsub,
     start_tasks,
+    stop_process_group,
 )
+from ops.processes import handler_argv, ingest_argv
 from ops.signing import DEV_SECRET
+from ops.stack import HANDLER_SERVICES as PUSH_SERVICES
+from ops.stack import WORKER, tasks_queue_path
+from ops.stack import handler_env as emulator_handler_env
 
 REPO: Final = Path(__file__).resolve().parent.parent
 LOG_DIR: Final = REPO / ".local"
@@ -53,9 +58,17 @@ LOG_DIR: Final = REPO / ".local"
 LOCAL_PROJECT: Final = "local-dev"
 DEFAULT_PUBSUB_PORT: Final = 8085
 DEFAULT_INGEST_PORT: Final = 8080
+DEFAULT_FIRESTORE_PORT: Final = 8086
+DEFAULT_TASKS_PORT: Final = 8123
+# Service n (from 1) of HANDLER_SERVICES listens on base + n: alerts 8091, connections 8092,
+# transforms 8093, backfills 8094, backfill-worker 8095; clear of the emulators' ports.
+DEFAULT_HANDLERS_BASE_PORT: Final = 8090
 PUBSUB_PORT_ENV: Final = "LOCAL_PUBSUB_PORT"
 INGEST_PORT_ENV: Final = "LOCAL_INGEST_PORT"
+FIRESTORE_PORT_ENV: Final = "LOCAL_FIRESTORE_PORT"
+TASKS_PORT_ENV: Final = "LOCAL_TASKS_PORT"
 HANDLERS_PORT_ENV: Final = "LOCAL_HANDLERS_BASE_PORT"
+LOG_DIR_ENV: Final = "LOCAL_LOG_DIR"
 
 TOPOLOGY: Final = topology.Topology(LOCAL_PROJECT, "supaglue")
 EVENTS_TOPIC: Final = TOPOLOGY.events_topic
@@ -70,13 +83,10 @@ WATCH_SUBSCRIPTIONS: Final[Mapping[str, str]] = {
         *(TOPOLOGY.dead_letter_topic(route) for route in TOPOLOGY.routes),
     )
 }
-DEFAULT_FIRESTORE_PORT: Final = 8086
-DEFAULT_TASKS_PORT: Final = 8123
-# alerts 8091, connections 8092, transforms 8093, backfills 8094, backfill-worker 8095
-DEFAULT_HANDLERS_BASE_PORT: Final = 8090
-HANDLER_SERVICES: Final = ("alerts", "connections", "transforms", "backfills", "backfill-worker")
-TASKS_LOCATION: Final = "local"
-TASKS_QUEUE: Final = "backfills"
+# Every service the handler image runs (handlers.services.services()), in port order.
+HANDLER_SERVICES: Final = (*PUSH_SERVICES, WORKER)
+# The example hooks: a mapping change starts a real backfill, a sync runs a transform.
+HOOK_MODULES: Final = "handlers.examples.contacts"
 
 _READY_TIMEOUT_SECONDS: Final = 60.0
 _STOP_TIMEOUT_SECONDS: Final = 10.0
@@ -137,7 +147,8 @@ class ServiceSpec:
     port: int
     port_option: str  # how to choose another port, for the "port busy" message
     env: Mapping[str, str]
-    # What a GET on / answers once the service serves requests.
+    # A GET on ready_path answers one of ready_statuses once the app has loaded its settings.
+    ready_path: str = "/"
     ready_statuses: frozenset[int] = frozenset({200})
 
     @property
@@ -145,23 +156,14 @@ class ServiceSpec:
         return f"http://{LOOPBACK}:{self.port}/"
 
 
+_PYTHON_ENV: Final = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+
 def ingest_spec(config: StackConfig) -> ServiceSpec:
     """The ingest function, served by the Functions Framework as in Cloud Functions."""
     return ServiceSpec(
         name="ingest",
-        argv=(
-            _venv_tool("functions-framework"),
-            "--target",
-            "ingest",
-            "--source",
-            "ingest_fn/main.py",
-            # Loopback only: the dev secret is public, so the endpoint must not be reachable
-            # from the network. Production binds all interfaces inside its container.
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(config.ingest_port),
-        ),
+        argv=tuple(ingest_argv(config.ingest_port)),
         port=config.ingest_port,
         port_option=f"--ingest-port / {INGEST_PORT_ENV}",
         env={
@@ -171,11 +173,23 @@ def ingest_spec(config: StackConfig) -> ServiceSpec:
             "WEBHOOK_SECRETS": config.secret,
             # Set for every service, so nothing can reach a real project's Pub/Sub.
             "PUBSUB_EMULATOR_HOST": config.pubsub_host,
-            "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1",
+            **_PYTHON_ENV,
         },
         # The function answers only POST: a 405 proves the app loaded with valid settings.
         ready_statuses=frozenset({405}),
+    )
+
+
+def handler_env(config: StackConfig) -> dict[str, str]:
+    """The settings every local handler service and the worker share: the test stack's."""
+    return emulator_handler_env(
+        config.project,
+        pubsub_host=config.pubsub_host,
+        firestore_host=config.firestore_host,
+        tasks_host=config.tasks_host,
+        topic_prefix=TOPOLOGY.prefix,
+        hook_modules=HOOK_MODULES,
+        worker_url=config.handler_url(WORKER),
     )
 
 
@@ -184,34 +198,11 @@ def handler_spec(config: StackConfig, service: str) -> ServiceSpec:
     port = config.handler_port(service)
     return ServiceSpec(
         name=service,
-        argv=(
-            _venv_tool("gunicorn"),
-            f"--bind={LOOPBACK}:{port}",
-            "--workers=1",
-            "--threads=8",
-            "--timeout=0",
-            "handlers.main:create_service_app()",
-        ),
+        argv=tuple(handler_argv(port)),
         port=port,
         port_option=f"--handlers-base-port / {HANDLERS_PORT_ENV}",
-        env={
-            "SERVICE": service,
-            "GOOGLE_CLOUD_PROJECT": config.project,
-            "PUBSUB_EMULATOR_HOST": config.pubsub_host,
-            "FIRESTORE_EMULATOR_HOST": config.firestore_host,
-            "TOPIC_PREFIX": TOPOLOGY.prefix,
-            # No OIDC token comes from the emulators; the services log a warning about it.
-            "PUSH_AUTH_DISABLED": "true",
-            "HOOK_MODULES": "handlers.examples.contacts",
-            "TASKS_LOCATION": TASKS_LOCATION,
-            "TASKS_QUEUE": TASKS_QUEUE,
-            "BACKFILL_WORKER_URL": config.handler_url("backfill-worker"),
-            "CLOUD_TASKS_EMULATOR_HOST": config.tasks_host,
-            "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1",
-        },
-        # No route at /: a 404 from Flask proves the app loaded with valid settings.
-        ready_statuses=frozenset({404}),
+        env={**handler_env(config), "SERVICE": service, **_PYTHON_ENV},
+        ready_path="/healthz",
     )
 
 
@@ -237,12 +228,10 @@ def provision_pubsub(config: StackConfig) -> None:
         subscriber.close()
 
 
-def _venv_tool(name: str) -> str:
-    """A console script of the interpreter running this, so the stack runs the venv's pins."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.is_file():
-        return str(beside)
-    raise StackError(f"{name} not found beside {sys.executable}: run `make venv` first")
+def _require_executable(spec: ServiceSpec) -> None:
+    """The venv's console scripts (beside this interpreter), so the stack runs the venv's pins."""
+    if not Path(spec.argv[0]).is_file():
+        raise StackError(f"{spec.argv[0]} not found (for {spec.name}): run `make venv` first")
 
 
 def ensure_port_free(port: int, what: str, option: str) -> None:
@@ -329,19 +318,7 @@ class RunningService:
 
     def stop(self) -> None:
         """Stop the process and its whole group (gunicorn forks workers); idempotent."""
-        pgid = self.process.pid  # start_new_session made it the group leader
-        if self.running():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=_STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
-                self.process.wait(timeout=_STOP_TIMEOUT_SECONDS)
-        # A child that outlived its parent would keep the port (and the log pipe) open.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+        stop_process_group(self.process, timeout=_STOP_TIMEOUT_SECONDS)
         self.wait_output()
 
 
@@ -358,19 +335,23 @@ class Stack:
     def start(self, out: TextIO) -> None:
         config = self.config
         specs = service_specs(config)
-        ensure_port_free(
-            config.pubsub_port, "Pub/Sub emulator", f"--pubsub-port / {PUBSUB_PORT_ENV}"
-        )
+        # Every check before anything starts: a busy port fails in a second, not half-way.
         for spec in specs:
-            ensure_port_free(spec.port, spec.name, spec.port_option)
-        config.log_dir.mkdir(parents=True, exist_ok=True)
-
+            _require_executable(spec)
         for port, what, option in (
-            (config.firestore_port, "Firestore emulator", "--firestore-port"),
-            (config.tasks_port, "Cloud Tasks emulator", "--tasks-port"),
+            (config.pubsub_port, "Pub/Sub emulator", f"--pubsub-port / {PUBSUB_PORT_ENV}"),
+            (
+                config.firestore_port,
+                "Firestore emulator",
+                f"--firestore-port / {FIRESTORE_PORT_ENV}",
+            ),
+            (config.tasks_port, "Cloud Tasks emulator", f"--tasks-port / {TASKS_PORT_ENV}"),
+            *((spec.port, spec.name, spec.port_option) for spec in specs),
         ):
             ensure_port_free(port, what, option)
-        queue = f"projects/{config.project}/locations/{TASKS_LOCATION}/queues/{TASKS_QUEUE}"
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+
+        queue = tasks_queue_path(config.project)
         starts: tuple[tuple[str, str, Callable[[], Emulator]], ...] = (
             (
                 "Pub/Sub",
@@ -443,7 +424,7 @@ class Stack:
                     f"starting; its log is {service.log_path}"
                 )
             try:
-                with opener.open(spec.url, timeout=1) as response:
+                with opener.open(spec.url + spec.ready_path.lstrip("/"), timeout=1) as response:
                     status = response.status
             except urllib.error.HTTPError as exc:
                 status = exc.code
@@ -531,37 +512,56 @@ def _ops_command(*args: str) -> str:
 
 
 def banner(config: StackConfig, environ: Mapping[str, str] = os.environ) -> str:
-    """What is running where, and the two commands to try it."""
-    send = ["send", "sync.complete", "--result", "ERROR"]
+    """What is running where, and the commands to try it and see the effects."""
+    # Flags only where the CLI's defaults (some read from the environment) would miss this stack.
+    target = []
     if config.ingest_port != DEFAULT_INGEST_PORT:
-        send += ["--url", config.ingest_url]
+        target += ["--url", config.ingest_url]
     # `ops send` signs with $WEBHOOK_SECRET when set; that one would be refused here.
     if environ.get("WEBHOOK_SECRET", config.secret) != config.secret:
-        send += ["--secret", config.secret]
+        target += ["--secret", config.secret]
+
+    def send(*args: str) -> str:
+        return _ops_command("send", *args, *target)
+
     watch = ["watch"]
     default_host = environ.get("PUBSUB_EMULATOR_HOST") or f"{LOOPBACK}:{DEFAULT_PUBSUB_PORT}"
     if config.pubsub_host != default_host:
         watch += ["--emulator-host", config.pubsub_host]
-    watched = ", ".join(WATCH_SUBSCRIPTIONS.values())
+    if config.project != LOCAL_PROJECT:
+        watch += ["--project", config.project]
+    # Always explicit: without an emulator host, `status` reads the real project's Firestore.
+    status = ["status", "--firestore-host", config.firestore_host]
+    if config.project != LOCAL_PROJECT:
+        status += ["--project", config.project]
     return "\n".join(
         [
             "",
             f"Local stack is up (project {config.project}).",
             f"  ingest function   {config.ingest_url}",
             f"  Pub/Sub emulator  {config.pubsub_host}",
-            f"  topics            {EVENTS_TOPIC}, {QUARANTINE_TOPIC} (watched by {watched})",
-            f"  Firestore         {config.firestore_host}    Cloud Tasks  {config.tasks_host}",
+            f"  Firestore         {config.firestore_host}",
+            f"  Cloud Tasks       {config.tasks_host}  (queue {tasks_queue_path(config.project)})",
             *(f"  {service:<17} {config.handler_url(service)}" for service in HANDLER_SERVICES),
+            f"  topics            {EVENTS_TOPIC}, {QUARANTINE_TOPIC}, "
+            f"{TOPOLOGY.dead_letter_topic('<route>')}",
+            f"                    (each with a pull subscription "
+            f"{TOPOLOGY.watch_subscription('<topic>')}, which `ops watch` reads)",
+            f"  hooks             {HOOK_MODULES}",
             f"  webhook secret    {config.secret}  (dev only, public)",
             f"  logs              {config.log_dir}/",
             "",
-            "Send a signed sample event:",
-            f"  {_ops_command(*send)}",
-            "Watch what arrived on the topics (events, quarantine, dead letters):",
-            f"  {_ops_command(*watch)}",
-            "Start a backfill (the example hooks are loaded), then see the state the handlers keep:",
-            f"  {_ops_command(*send[:1], 'object.field_mapping.updated', '--result', 'SUCCESS', *send[4:])}",
-            f"  {_ops_command('status', '--firestore-host', config.firestore_host)}",
+            "Send a signed sample event (a failed sync: alerts logs it, transforms records it):",
+            f"  {send('sync.complete', '--result', 'ERROR')}",
+            "Start a backfill of contacts through Cloud Tasks and the worker (example hooks):",
+            f"  {send('object.field_mapping.created', '--result', 'SUCCESS')}",
+            "Other samples, e.g. a connection's lifecycle (all of them: `send --list`):",
+            f"  {send('connection.created')}",
+            f"  {send('connection.deleted')}",
+            "See the effects: the handlers' state in Firestore, and what reached the topics",
+            "(events, quarantine, dead letters; without --once, watch keeps watching):",
+            f"  {_ops_command(*status)}",
+            f"  {_ops_command(*watch, '--once')}",
             "",
             "Streaming the services' logs below; Ctrl-C stops everything.",
             "",
@@ -617,14 +617,31 @@ def parse_args(argv: Sequence[str] | None = None) -> StackConfig:
         default=os.environ.get(INGEST_PORT_ENV, str(DEFAULT_INGEST_PORT)),
         help=f"ingest function port (env {INGEST_PORT_ENV}, default {DEFAULT_INGEST_PORT})",
     )
-    parser.add_argument("--firestore-port", type=_port, default=DEFAULT_FIRESTORE_PORT)
-    parser.add_argument("--tasks-port", type=_port, default=DEFAULT_TASKS_PORT)
+    parser.add_argument(
+        "--firestore-port",
+        type=_port,
+        default=os.environ.get(FIRESTORE_PORT_ENV, str(DEFAULT_FIRESTORE_PORT)),
+        help=f"Firestore emulator port (env {FIRESTORE_PORT_ENV}, "
+        f"default {DEFAULT_FIRESTORE_PORT})",
+    )
+    parser.add_argument(
+        "--tasks-port",
+        type=_port,
+        default=os.environ.get(TASKS_PORT_ENV, str(DEFAULT_TASKS_PORT)),
+        help=f"Cloud Tasks emulator port (env {TASKS_PORT_ENV}, default {DEFAULT_TASKS_PORT})",
+    )
     parser.add_argument(
         "--handlers-base-port",
         type=_port,
         default=os.environ.get(HANDLERS_PORT_ENV, str(DEFAULT_HANDLERS_BASE_PORT)),
         help=f"handler services listen on the next {len(HANDLER_SERVICES)} ports "
         f"(env {HANDLERS_PORT_ENV}, default {DEFAULT_HANDLERS_BASE_PORT})",
+    )
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=Path(os.environ.get(LOG_DIR_ENV, str(LOG_DIR))),
+        help=f"where each process's log is kept (env {LOG_DIR_ENV}, default {LOG_DIR})",
     )
     args = parser.parse_args(argv)
     config = StackConfig(
@@ -633,6 +650,7 @@ def parse_args(argv: Sequence[str] | None = None) -> StackConfig:
         firestore_port=args.firestore_port,
         tasks_port=args.tasks_port,
         handlers_base_port=args.handlers_base_port,
+        log_dir=args.log_dir.resolve(),
     )
     ports = [
         config.pubsub_port,
@@ -643,6 +661,8 @@ def parse_args(argv: Sequence[str] | None = None) -> StackConfig:
     ]
     if len(set(ports)) != len(ports):
         parser.error(f"two parts of the stack would share a port: {sorted(ports)}")
+    if max(ports) > 65535:
+        parser.error(f"--handlers-base-port {config.handlers_base_port} leaves no room above it")
     return config
 
 

@@ -1,7 +1,8 @@
 """Serve the real entry points as separate processes, as production serves them.
 
-Used by the integration tests and the benchmark scripts; `make run` keeps its
-own foreground stack (ops/local.py) that streams every process's output.
+Used by the integration tests and the benchmark scripts. `make run`
+(ops/local.py) starts the same command lines from here, but pipes their output
+to its console instead of a log file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from ops.emulators import LOOPBACK, free_port
+from ops.emulators import LOOPBACK, free_port, stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
 INGEST_SOURCE = str(REPO / "ingest_fn" / "main.py")
@@ -39,13 +40,7 @@ class Served:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process_group(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -76,17 +71,48 @@ def serve(
             time.sleep(0.1)
 
 
-def serve_ingest(env: dict[str, str], log_dir: Path, *, threads: int = 4) -> Served:
-    port = free_port()
-    argv = [
+def ingest_argv(port: int) -> list[str]:
+    """The ingest function under the Functions Framework CLI, as Cloud Functions serves it.
+
+    Loopback only: the dev secret is public, so the endpoint must not be
+    reachable from the network. Production binds all interfaces in its container.
+    """
+    return [
         str(BIN / "functions-framework"),
         "--target=ingest",
         f"--source={INGEST_SOURCE}",
         f"--host={LOOPBACK}",
         f"--port={port}",
     ]
+
+
+def handler_argv(port: int) -> list[str]:
+    """A handler service (or the backfill worker) under gunicorn, as its container runs it.
+
+    SERVICE in the environment chooses which; it answers GET /healthz once loaded.
+    """
+    return [
+        str(BIN / "gunicorn"),
+        f"--bind={LOOPBACK}:{port}",
+        "--workers=1",
+        "--threads=8",
+        "--timeout=0",
+        # Several gunicorns run side by side here; the default control socket is one
+        # path in $HOME that each would take from the one started before it.
+        "--no-control-socket",
+        "handlers.main:create_service_app()",
+    ]
+
+
+def serve_ingest(env: dict[str, str], log_dir: Path, *, threads: int = 4) -> Served:
+    port = free_port()
     return serve(
-        "ingest", argv, {**env, "THREADS": str(threads)}, log_dir, port=port, ready_path="/"
+        "ingest",
+        ingest_argv(port),
+        {**env, "THREADS": str(threads)},
+        log_dir,
+        port=port,
+        ready_path="/",
     )
 
 
@@ -95,14 +121,11 @@ def serve_handlers(
 ) -> Served:
     """A handler service (or the backfill worker) under gunicorn, as its container runs it."""
     port = port or free_port()
-    argv = [
-        str(BIN / "gunicorn"),
-        f"--bind={LOOPBACK}:{port}",
-        "--workers=1",
-        "--threads=8",
-        "--timeout=0",
-        "handlers.main:create_service_app()",
-    ]
     return serve(
-        service, argv, {**env, "SERVICE": service}, log_dir, port=port, ready_path="/healthz"
+        service,
+        handler_argv(port),
+        {**env, "SERVICE": service},
+        log_dir,
+        port=port,
+        ready_path="/healthz",
     )

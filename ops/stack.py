@@ -16,14 +16,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops import topology
-from ops.emulators import Emulator, free_port, start_firestore, start_pubsub, start_tasks
+from ops.emulators import (
+    LOOPBACK,
+    Emulator,
+    free_port,
+    start_firestore,
+    start_pubsub,
+    start_tasks,
+)
 from ops.processes import Served, serve_handlers, serve_ingest
 from ops.signing import DEV_SECRET
 
 TASKS_LOCATION = "local"
 TASKS_QUEUE = "backfills"
+# The services with push subscriptions (the routing table's), and the worker Cloud Tasks calls.
 HANDLER_SERVICES = ("alerts", "connections", "transforms", "backfills")
 WORKER = "backfill-worker"
+
+
+def tasks_queue_path(project: str) -> str:
+    return f"projects/{project}/locations/{TASKS_LOCATION}/queues/{TASKS_QUEUE}"
+
+
+def handler_env(
+    project: str,
+    *,
+    pubsub_host: str,
+    firestore_host: str,
+    tasks_host: str,
+    topic_prefix: str,
+    hook_modules: str,
+    worker_url: str,
+) -> dict[str, str]:
+    """The settings of every handler service and the worker on the emulators (no SERVICE)."""
+    return {
+        "GOOGLE_CLOUD_PROJECT": project,
+        # Set for every service, so nothing can reach a real project.
+        "PUBSUB_EMULATOR_HOST": pubsub_host,
+        "FIRESTORE_EMULATOR_HOST": firestore_host,
+        "TOPIC_PREFIX": topic_prefix,
+        # No OIDC token comes from the emulators; the services log a warning about it.
+        "PUSH_AUTH_DISABLED": "true",
+        "HOOK_MODULES": hook_modules,
+        "TASKS_LOCATION": TASKS_LOCATION,
+        "TASKS_QUEUE": TASKS_QUEUE,
+        "BACKFILL_WORKER_URL": worker_url,
+        "CLOUD_TASKS_EMULATOR_HOST": tasks_host,
+    }
 
 
 @dataclass
@@ -38,7 +77,7 @@ class Emulators:
 
 
 def start_emulators(project: str, log_dir: Path) -> Emulators:
-    queue = f"projects/{project}/locations/{TASKS_LOCATION}/queues/{TASKS_QUEUE}"
+    queue = tasks_queue_path(project)
     started: list[Emulator] = []
     try:
         started.append(start_pubsub(project, log_dir=log_dir))
@@ -102,16 +141,15 @@ def running_stack(
     layout = topology.Topology(project, f"p{uuid.uuid4().hex[:6]}")
     worker_port = free_port()
     env = {
-        "GOOGLE_CLOUD_PROJECT": project,
-        "PUBSUB_EMULATOR_HOST": emulators.pubsub.host_port,
-        "FIRESTORE_EMULATOR_HOST": emulators.firestore.host_port,
-        "TOPIC_PREFIX": layout.prefix,
-        "PUSH_AUTH_DISABLED": "true",
-        "HOOK_MODULES": hook_modules,
-        "TASKS_LOCATION": TASKS_LOCATION,
-        "TASKS_QUEUE": TASKS_QUEUE,
-        "BACKFILL_WORKER_URL": f"http://127.0.0.1:{worker_port}",
-        "CLOUD_TASKS_EMULATOR_HOST": emulators.tasks.host_port,
+        **handler_env(
+            project,
+            pubsub_host=emulators.pubsub.host_port,
+            firestore_host=emulators.firestore.host_port,
+            tasks_host=emulators.tasks.host_port,
+            topic_prefix=layout.prefix,
+            hook_modules=hook_modules,
+            worker_url=f"http://{LOOPBACK}:{worker_port}",
+        ),
         **(extra_env or {}),
     }
     stack = Stack(project, layout, emulators, log_dir, env, worker_port)

@@ -1,4 +1,5 @@
-"""`python -m ops send` against a real local HTTP server, checked with `svix` itself.
+"""`python -m ops` send (against a real local HTTP server, checked with `svix` itself),
+watch output, status tables, and the local stack's layout and banner.
 
 The receiver below records each request as it arrived on the wire, so the
 tests see exactly the bytes and headers an ingest function would see.
@@ -13,16 +14,29 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from svix.webhooks import Webhook, WebhookVerificationError
 
+from handlers.services import WORKER_SERVICE, services
 from ops.cli import SECRET_ENV, SIMULATED_ERROR, format_message, main
-from ops.local import StackConfig, banner, ensure_port_free
+from ops.cli_status import MAX_CELL, TABLES, cell, format_status
+from ops.local import (
+    HANDLER_SERVICES,
+    REPO,
+    WATCH_SUBSCRIPTIONS,
+    StackConfig,
+    banner,
+    ensure_port_free,
+    parse_args,
+    service_specs,
+)
 from ops.pubsub_admin import PulledMessage
 from ops.signing import DEV_SECRET
+from shared.routing import load_routes
 from tests.conftest import sample, sample_bytes, sample_types
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-secret-of-32-bytes-long!").decode()
@@ -322,12 +336,227 @@ def test_a_busy_port_is_named() -> None:
 def test_the_banner_commands_target_a_non_default_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
     monkeypatch.setenv(SECRET_ENV, OTHER_SECRET)
-    text = banner(StackConfig(pubsub_port=9085, ingest_port=9080))
-    send_lines = [line for line in text.splitlines() if " -m ops send " in line]
-    assert len(send_lines) == 2  # a sync failure, and a mapping change that starts a backfill
-    for send_line in send_lines:
-        send_args = shlex.split(send_line.split("&&")[-1])
+    text = banner(
+        StackConfig(pubsub_port=9085, ingest_port=9080, firestore_port=9086, tasks_port=9123)
+    )
+    sends = [
+        shlex.split(line.split("&&")[-1]) for line in text.splitlines() if " -m ops send " in line
+    ]
+    # A sync failure, a mapping change that starts a backfill, a connection's lifecycle.
+    assert [args[args.index("send") + 1] for args in sends] == [
+        "sync.complete",
+        "object.field_mapping.created",
+        "connection.created",
+        "connection.deleted",
+    ]
+    for send_args in sends:
         assert send_args[send_args.index("--url") + 1] == "http://127.0.0.1:9080/"
         assert send_args[send_args.index("--secret") + 1] == DEV_SECRET
     [watch_line] = [line for line in text.splitlines() if " -m ops watch" in line]
     assert "--emulator-host 127.0.0.1:9085" in watch_line
+    [status_line] = [line for line in text.splitlines() if " -m ops status" in line]
+    assert "--firestore-host 127.0.0.1:9086" in status_line
+    assert "127.0.0.1:9123" in text
+
+
+def test_the_banner_names_every_service_and_always_points_status_at_the_emulator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", SECRET_ENV):
+        monkeypatch.delenv(name, raising=False)
+    text = banner(StackConfig())
+    for service in ("alerts", "connections", "transforms", "backfills", "backfill-worker"):
+        assert f"{service} " in text
+    assert "http://127.0.0.1:8080/" in text
+    assert "--url" not in text  # the defaults need no flags
+    [status_line] = [line for line in text.splitlines() if " -m ops status" in line]
+    # Without an emulator host `status` would read a real project's Firestore.
+    assert "--firestore-host 127.0.0.1:8086" in status_line
+
+
+# --- the local stack's layout ------------------------------------------------
+
+
+def test_the_local_stack_runs_every_service_of_the_handler_image() -> None:
+    assert set(HANDLER_SERVICES) == services()
+    assert HANDLER_SERVICES[-1] == WORKER_SERVICE
+
+
+def test_default_ports_are_fixed_and_distinct() -> None:
+    config = parse_args([])
+    ports = {
+        "ingest": config.ingest_port,
+        "pubsub": config.pubsub_port,
+        "firestore": config.firestore_port,
+        "tasks": config.tasks_port,
+        **{service: config.handler_port(service) for service in HANDLER_SERVICES},
+    }
+    assert ports == {
+        "ingest": 8080,
+        "pubsub": 8085,
+        "firestore": 8086,
+        "tasks": 8123,
+        "alerts": 8091,
+        "connections": 8092,
+        "transforms": 8093,
+        "backfills": 8094,
+        "backfill-worker": 8095,
+    }
+
+
+def test_ports_and_log_dir_follow_the_environment_and_flags_win(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LOCAL_FIRESTORE_PORT", "9186")
+    monkeypatch.setenv("LOCAL_TASKS_PORT", "9123")
+    monkeypatch.setenv("LOCAL_HANDLERS_BASE_PORT", "9200")
+    monkeypatch.setenv("LOCAL_LOG_DIR", str(tmp_path))
+    config = parse_args(["--tasks-port", "9124"])
+    assert (config.firestore_port, config.tasks_port) == (9186, 9124)
+    assert config.handler_url("backfill-worker") == "http://127.0.0.1:9205"
+    assert config.log_dir == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--firestore-port", "8085"],  # the Pub/Sub emulator's
+        ["--handlers-base-port", "8079"],  # alerts would take ingest's 8080
+        ["--handlers-base-port", "65534"],  # no room for five services above it
+        ["--tasks-port", "0"],
+    ],
+)
+def test_clashing_or_impossible_ports_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+
+
+def test_services_get_the_test_stacks_settings_and_the_local_worker_url() -> None:
+    config = StackConfig(handlers_base_port=9000, firestore_port=9001, tasks_port=9002)
+    specs = {spec.name: spec for spec in service_specs(config)}
+    assert list(specs) == [*HANDLER_SERVICES, "ingest"]  # handlers first, so pushes find them
+    backfills = specs["backfills"]
+    assert backfills.env["SERVICE"] == "backfills"
+    assert backfills.env["BACKFILL_WORKER_URL"] == "http://127.0.0.1:9005"
+    assert backfills.env["FIRESTORE_EMULATOR_HOST"] == "127.0.0.1:9001"
+    assert backfills.env["CLOUD_TASKS_EMULATOR_HOST"] == "127.0.0.1:9002"
+    assert backfills.env["PUSH_AUTH_DISABLED"] == "true"
+    assert backfills.env["TOPIC_PREFIX"] == "supaglue"
+    assert backfills.env["HOOK_MODULES"] == "handlers.examples.contacts"
+    assert (backfills.env["TASKS_LOCATION"], backfills.env["TASKS_QUEUE"]) == ("local", "backfills")
+    assert "--bind=127.0.0.1:9004" in backfills.argv  # loopback only
+    assert backfills.ready_path == "/healthz"
+    assert "--host=127.0.0.1" in specs["ingest"].argv
+
+
+def test_watch_reads_events_quarantine_and_every_dead_letter_topic() -> None:
+    assert set(WATCH_SUBSCRIPTIONS.values()) == {
+        "supaglue-events-watch",
+        "supaglue-quarantine-watch",
+        *(f"supaglue-{route}-dead-letter-watch" for route in load_routes()),
+    }
+
+
+# --- status ------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 28, 20, 3, 29, 123456, tzinfo=UTC)
+
+
+def status_rows() -> dict[str, list[dict[str, object]]]:
+    return {
+        "connections": [
+            {
+                "customer_id": "cust-1",
+                "provider_name": "salesforce",
+                "status": "deleted",
+                "last_event_type": "connection.deleted",
+                "last_result": "SUCCESS",
+                "updated_at": NOW,
+                "provider_id": "not shown",
+            }
+        ],
+        "sync_state": [
+            {
+                "customer_id": "cust-1",
+                "provider_name": "hubspot",
+                "object": "contact",
+                "last_result": "ERROR",
+                "consecutive_failures": 2,
+                "last_records_synced": 0,
+                "total_runs": 3,
+                # Firestore hands back aware datetimes; another zone is shown in UTC.
+                "updated_at": NOW.astimezone(timezone(timedelta(hours=2))),
+                "last_error_message": "line one\nline two " + "x" * 100,
+            },
+            {"customer_id": "cust-2", "object": "deal", "total_runs": 1},
+        ],
+        "backfills": [],
+    }
+
+
+def test_status_prints_a_titled_table_per_collection_with_readable_headers() -> None:
+    text = format_status(status_rows(), source="Firestore emulator 127.0.0.1:8086")
+    lines = text.splitlines()
+    assert lines[0] == "Firestore emulator 127.0.0.1:8086"
+    assert "connections (1, newest first)" in lines
+    assert "sync state (2, newest first)" in lines
+    assert "backfills (none)" in lines
+    header = lines[lines.index("connections (1, newest first)") + 1]
+    assert header.split() == [
+        "customer",
+        "provider",
+        "status",
+        "last",
+        "event",
+        "result",
+        "updated",
+        "(UTC)",
+    ]
+    assert "not shown" not in text
+
+
+def test_status_rows_keep_their_order_and_show_times_in_utc_and_missing_values_as_dashes() -> None:
+    text = format_status(status_rows(), source="s")
+    lines = text.splitlines()
+    start = lines.index("sync state (2, newest first)")
+    first, second = lines[start + 3], lines[start + 4]
+    assert first.startswith("cust-1  ")
+    assert "2026-11-28 20:03:29" in first
+    assert second.split() == ["cust-2", "-", "deal", "-", "-", "-", "1", "-", "-"]
+
+
+def test_a_long_error_message_stays_on_one_line_and_is_cut() -> None:
+    assert cell("line one\nline two " + "x" * 100).startswith("line one line two xx")
+    assert len(cell("x" * 500)) == MAX_CELL
+    assert cell("x" * 500).endswith("...")
+    assert cell(None) == "-"
+    assert cell(0) == "0"
+
+
+def test_status_says_when_the_limit_may_hide_rows() -> None:
+    rows = {"backfills": [{"backfill_id": f"bf-{n}"} for n in range(3)]}
+    text = format_status(rows, source="s", limit=3)
+    assert "backfills (the newest 3; there may be more (--limit))" in text.splitlines()
+
+
+def test_status_columns_are_fields_the_handlers_write() -> None:
+    written = {
+        "connections": "handlers/connections.py",
+        "sync_state": "handlers/sync_state.py",
+        "backfills": "handlers/backfills.py handlers/worker.py",
+    }
+    for spec in TABLES:
+        source = " ".join((REPO / path).read_text() for path in written[spec.collection].split())
+        for column in spec.columns:
+            assert f'"{column.field}"' in source, (spec.collection, column.field)
+
+
+def test_status_without_an_emulator_answering_fails_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert main(["status", "--firestore-host", f"127.0.0.1:{port}"]) == 1
+    assert "is `make run` up?" in capsys.readouterr().err
