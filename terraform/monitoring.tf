@@ -1,0 +1,243 @@
+# Log-based metrics count the code's own log lines by their stable `event` field
+# (shared/log.py); a test runs each code path and checks the filter matches the line it writes.
+# Filters here are ANDed comparisons only, the subset that test evaluates.
+
+locals {
+  log_metrics = {
+    sync_failed = {
+      filter      = "jsonPayload.event=\"sync_failed\" AND severity=ERROR"
+      description = "A Supaglue sync finished with result ERROR (alerts handler)."
+      by_provider = true
+    }
+    reconnect_required = {
+      filter      = "jsonPayload.event=\"reconnect_required\""
+      description = "A sync paused because the customer's CRM authorisation was lost; they must reconnect."
+      by_provider = true
+    }
+    signature_rejected = {
+      filter      = "jsonPayload.event=\"signature_rejected\" AND labels.component=\"ingest\""
+      description = "A webhook whose signature or timestamp did not verify (answered 401)."
+      by_provider = false
+    }
+    publish_failed = {
+      filter      = "jsonPayload.event=\"publish_failed\" AND labels.component=\"ingest\""
+      description = "The ingest function could not get Pub/Sub to confirm a publish (answered 503)."
+      by_provider = false
+    }
+    backfill_failed = {
+      filter      = "jsonPayload.event=\"backfill_failed\" AND severity=ERROR"
+      description = "A backfill stopped on a permanent error (backfill worker)."
+      by_provider = false
+    }
+  }
+
+  metric_type = { for name, _ in local.log_metrics : name => "logging.googleapis.com/user/${var.name_prefix}_${name}" }
+}
+
+resource "google_logging_metric" "events" {
+  for_each = local.log_metrics
+
+  project     = var.project_id
+  name        = "${var.name_prefix}_${each.key}"
+  description = each.value.description
+  filter      = each.value.filter
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+
+    dynamic "labels" {
+      for_each = each.value.by_provider ? ["provider_name"] : []
+      content {
+        key         = labels.value
+        value_type  = "STRING"
+        description = "The CRM, as Supaglue names it."
+      }
+    }
+  }
+
+  label_extractors = each.value.by_provider ? { provider_name = "EXTRACT(jsonPayload.provider_name)" } : {}
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_monitoring_notification_channel" "email" {
+  for_each = toset(var.alert_emails)
+
+  project      = var.project_id
+  display_name = "${var.name_prefix} alerts: ${each.value}"
+  type         = "email"
+  labels = {
+    email_address = each.value
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+locals {
+  notification_channels = [for channel in google_monitoring_notification_channel.email : channel.id]
+
+  # Alerts on the log-based metrics above: threshold over a five-minute sum.
+  log_alerts = {
+    sync_failed = {
+      severity  = "ERROR"
+      title     = "Supaglue sync failed"
+      threshold = 0
+      runbook   = "A sync reported ERROR. Runbook: README, 'A sync alert fires'. The log line carries customer_id, connection_id, provider_name, object and error_message."
+    }
+    reconnect_required = {
+      severity  = "WARNING"
+      title     = "Supaglue sync paused: customer must reconnect"
+      threshold = 0
+      runbook   = "Supaglue paused a sync because the CRM authorisation was lost. Ask the customer to reconnect; the log line names customer and provider."
+    }
+    signature_rejected = {
+      severity  = "WARNING"
+      title     = "Webhook signature rejections spiking"
+      threshold = var.alert_thresholds.signature_rejections_per_5m
+      runbook   = "Many webhooks failed signature checks: a rotated secret not yet added to the function (README, 'Rotate the signing secret'), clock skew, or someone probing the endpoint."
+    }
+    backfill_failed = {
+      severity  = "ERROR"
+      title     = "Backfill failed"
+      threshold = 0
+      runbook   = "A backfill stopped on a permanent error; `python -m ops status` shows it with its last error."
+    }
+  }
+}
+
+resource "google_monitoring_alert_policy" "log_events" {
+  for_each = local.log_alerts
+
+  project               = var.project_id
+  display_name          = "${var.name_prefix}: ${each.value.title}"
+  severity              = each.value.severity
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = each.value.title
+    condition_threshold {
+      filter          = "metric.type=\"${local.metric_type[each.key]}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = each.value.threshold
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  documentation {
+    content   = each.value.runbook
+    mime_type = "text/markdown"
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  depends_on = [google_logging_metric.events]
+}
+
+# Ingest answering 5xx: Pub/Sub unavailable (publish_failed), or anything else the platform saw.
+resource "google_monitoring_alert_policy" "ingest_5xx" {
+  project               = var.project_id
+  display_name          = "${var.name_prefix}: ingest answering 5xx"
+  severity              = "CRITICAL"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "ingest 5xx responses"
+    condition_threshold {
+      # A gen2 function serves through the Cloud Run service of the same name.
+      filter          = "metric.type=\"run.googleapis.com/request_count\" AND resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.ingest_function}\" AND metric.labels.response_code_class=\"5xx\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.alert_thresholds.ingest_5xx_per_5m
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  conditions {
+    display_name = "ingest could not store webhooks"
+    condition_threshold {
+      filter          = "metric.type=\"${local.metric_type["publish_failed"]}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  documentation {
+    content   = "The ingest function answered 5xx: Svix retries these, so nothing is lost yet, but Pub/Sub may be unavailable or the function failing. Check its logs for publish_failed."
+    mime_type = "text/markdown"
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  depends_on = [google_logging_metric.events]
+}
+
+# Dead-letter backlog: a message that exhausted its retries (or a handler set aside) waits on
+# a dead-letter subscription. One condition per route, so the alert names the handler.
+resource "google_monitoring_alert_policy" "dead_letter_backlog" {
+  project               = var.project_id
+  display_name          = "${var.name_prefix}: dead-letter backlog"
+  severity              = "ERROR"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  dynamic "conditions" {
+    for_each = local.routing
+    content {
+      display_name = "dead letters waiting for ${conditions.key}"
+      condition_threshold {
+        filter          = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letter_watch[conditions.key].name}\""
+        comparison      = "COMPARISON_GT"
+        threshold_value = var.alert_thresholds.dead_letter_max_age_seconds
+        duration        = "0s"
+        aggregations {
+          alignment_period   = "60s"
+          per_series_aligner = "ALIGN_MAX"
+        }
+        trigger {
+          count = 1
+        }
+      }
+    }
+  }
+
+  documentation {
+    content   = "Events were set aside on a dead-letter subscription. Runbook: README, 'The dead-letter backlog grows': `python -m ops dlq list`, fix, then `python -m ops dlq replay`."
+    mime_type = "text/markdown"
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+}

@@ -1,0 +1,166 @@
+"""Every log-based metric in terraform/monitoring.tf counts a line the code really writes.
+
+Each case runs the code path that should be counted (real apps, real emulators), captures the
+JSON lines it writes to stdout, and evaluates the metric's filter against them the way Cloud
+Logging reads such a line: `jsonPayload.*` is the line's own fields, `labels.*` its
+`logging.googleapis.com/labels`, `severity` its severity. A renamed `event` on either side
+fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from handlers.hooks import BackfillChunk, ChunkResult, PermanentError
+from ops.signing import DEV_SECRET, signed_headers
+from shared.log import LABELS_KEY
+from tests.conftest import ingest_client, sample_bytes
+from tests.integration.harness import Harness
+from tests.integration.test_worker import WorkerHarness, worker  # noqa: F401  (fixture)
+from tests.terraform.module import literal, load
+
+pytestmark = pytest.mark.integration
+
+Line = dict[str, Any]
+SEVERITIES = ["DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT"]
+_CLAUSE = re.compile(r'^([A-Za-z_][\w.]*)\s*(>=|=)\s*("(?:[^"\\]|\\.)*"|[A-Z]+)$')
+
+
+def metric_filters() -> dict[str, str]:
+    return {name: literal(m["filter"]) for name, m in load().locals["log_metrics"].items()}
+
+
+def field(line: Line, path: str) -> Any:
+    scope, _, rest = path.partition(".")
+    if path == "severity":
+        return line.get("severity")
+    if scope == "jsonPayload":
+        value: Any = line
+    elif scope == "labels":
+        value = line.get(LABELS_KEY, {})
+    else:
+        pytest.fail(
+            f"the filter test cannot evaluate {path!r}: keep filters to the subset it reads"
+        )
+    for key in rest.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def matches(log_filter: str, line: Line) -> bool:
+    """Cloud Logging's filter, for ANDed `field=value` and `severity>=LEVEL` comparisons."""
+    for clause in log_filter.split(" AND "):
+        found = _CLAUSE.match(clause.strip())
+        assert found, f"unsupported clause {clause!r} in {log_filter!r}"
+        path, op, raw = found.groups()
+        wanted = json.loads(raw) if raw.startswith('"') else raw
+        actual = field(line, path)
+        if op == ">=":
+            assert path == "severity"
+            if actual not in SEVERITIES or SEVERITIES.index(actual) < SEVERITIES.index(wanted):
+                return False
+        elif actual != wanted:
+            return False
+    return True
+
+
+def lines(capsys: pytest.CaptureFixture[str]) -> list[Line]:
+    return [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+
+
+# --- the code paths, one per metric ---------------------------------------------------------
+
+
+def sync_failed(harness: Callable[[str], Harness], **_: Any) -> None:
+    h = harness("alerts")
+    h.push("alerts", h.payload("sync.complete", result="ERROR", error_message="token expired"))
+    # Not counted: a successful sync, a plain pause.
+    h.push("alerts", h.payload("sync.complete"))
+    h.push("alerts", h.payload("sync.paused", pause_reason="Manually paused by user"))
+
+
+def reconnect_required(harness: Callable[[str], Harness], **_: Any) -> None:
+    h = harness("alerts")
+    h.push("alerts", h.payload("sync.paused", pause_reason="Unauthorized: 401"))
+    h.push("alerts", h.payload("sync.paused", pause_reason="Manually paused by user"))
+
+
+def _ingest(monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
+    settings = {
+        "WEBHOOK_SECRETS": DEV_SECRET,
+        "GOOGLE_CLOUD_PROJECT": "metrics-test",
+        "EVENTS_TOPIC": "supaglue-events",
+        "QUARANTINE_TOPIC": "supaglue-quarantine",
+        **env,
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    return ingest_client()
+
+
+def signature_rejected(monkeypatch: pytest.MonkeyPatch, **_: Any) -> None:
+    client = _ingest(monkeypatch, PUBSUB_EMULATOR_HOST="127.0.0.1:9")
+    body = sample_bytes("sync.complete")
+    headers = signed_headers(body, timestamp=int(time.time()))
+    headers = {k: (v[:-4] + "AAA=" if k.endswith("signature") else v) for k, v in headers.items()}
+    assert client.post("/", data=body, headers=headers).status_code == 401
+
+
+def publish_failed(monkeypatch: pytest.MonkeyPatch, **_: Any) -> None:
+    # Nothing listens on the discard port: Pub/Sub never confirms, the function answers 503.
+    client = _ingest(monkeypatch, PUBSUB_EMULATOR_HOST="127.0.0.1:9", PUBLISH_TIMEOUT_SECONDS="1")
+    body = sample_bytes("sync.complete")
+    response = client.post("/", data=body, headers=signed_headers(body, timestamp=int(time.time())))
+    assert response.status_code == 503
+
+
+def backfill_failed(worker: Callable[..., WorkerHarness], **_: Any) -> None:  # noqa: F811
+    def hook(chunk: BackfillChunk) -> ChunkResult:
+        raise PermanentError("the source rejects our credentials")
+
+    assert worker(hook).run(0) == 204
+
+
+PATHS: dict[str, Callable[..., None]] = {
+    "sync_failed": sync_failed,
+    "reconnect_required": reconnect_required,
+    "signature_rejected": signature_rejected,
+    "publish_failed": publish_failed,
+    "backfill_failed": backfill_failed,
+}
+
+
+def test_every_metric_has_a_code_path_here() -> None:
+    assert set(metric_filters()) == set(PATHS)
+
+
+@pytest.mark.parametrize("metric", sorted(PATHS))
+def test_the_metric_counts_exactly_the_line_its_code_path_writes(
+    metric: str,
+    harness: Callable[[str], Harness],
+    worker: Callable[..., WorkerHarness],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log_filter = metric_filters()[metric]
+    capsys.readouterr()
+    PATHS[metric](harness=harness, worker=worker, monkeypatch=monkeypatch)
+    written = lines(capsys)
+    assert written, "the code path wrote no JSON line"
+    counted = [line for line in written if matches(log_filter, line)]
+    assert len(counted) == 1, (log_filter, [line.get("event") for line in written])
+    assert counted[0]["event"] == metric
+
+
+def test_the_evaluator_tells_lines_apart() -> None:
+    line = {"event": "sync_failed", "severity": "ERROR", LABELS_KEY: {"component": "alerts"}}
+    assert matches('jsonPayload.event="sync_failed" AND severity=ERROR', line)
+    assert not matches('jsonPayload.event="sync_failed" AND severity=WARNING', line)
+    assert matches("severity>=WARNING", line)
+    assert not matches('labels.component="ingest"', line)

@@ -1,0 +1,83 @@
+"""The Terraform module as data: python-hcl2's parse of every file, with helpers to read it.
+
+Expressions stay strings (`${...}`); string literals keep their quotes, which `literal` strips.
+Values that Terraform computes from variables and files come from `ops.terraform.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+import hcl2
+
+MODULE: Final = Path(__file__).resolve().parents[2] / "terraform"
+
+
+@dataclass(frozen=True)
+class Module:
+    resources: dict[tuple[str, str], dict[str, Any]]
+    data: dict[tuple[str, str], dict[str, Any]]
+    locals: dict[str, Any]
+    variables: dict[str, dict[str, Any]]
+    outputs: dict[str, dict[str, Any]]
+
+    def resource(self, kind: str, name: str) -> dict[str, Any]:
+        return self.resources[(kind, name)]
+
+    def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {name: body for (k, name), body in self.resources.items() if k == kind}
+
+
+@cache
+def load() -> Module:
+    resources: dict[tuple[str, str], dict[str, Any]] = {}
+    data: dict[tuple[str, str], dict[str, Any]] = {}
+    local_values: dict[str, Any] = {}
+    variables: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    for path in sorted(MODULE.glob("*.tf")):
+        with path.open() as handle:
+            parsed = hcl2.load(handle)
+        for block in parsed.get("resource", []):
+            for kind, named in block.items():
+                for name, body in named.items():
+                    key = (literal(kind), literal(name))
+                    assert key not in resources, f"{key} declared twice"
+                    resources[key] = body
+        for block in parsed.get("data", []):
+            for kind, named in block.items():
+                for name, body in named.items():
+                    data[(literal(kind), literal(name))] = body
+        for block in parsed.get("locals", []):
+            local_values.update({k: v for k, v in block.items() if not k.startswith("__")})
+        for block in parsed.get("variable", []):
+            variables.update({literal(k): v for k, v in block.items()})
+        for block in parsed.get("output", []):
+            outputs.update({literal(k): v for k, v in block.items()})
+    return Module(resources, data, local_values, variables, outputs)
+
+
+def literal(value: Any) -> Any:
+    """A quoted HCL string literal's value; anything else unchanged."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        decoded = json.loads(value)
+        assert isinstance(decoded, str)
+        return decoded
+    return value
+
+
+def block(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The single nested block `name` of a resource body."""
+    [found] = body[name]
+    assert isinstance(found, dict)
+    return found
+
+
+def expr(value: str) -> str:
+    """The inside of a `${...}` expression."""
+    assert value.startswith("${") and value.endswith("}"), value
+    return value[2:-1]
