@@ -67,7 +67,12 @@ resource "google_pubsub_subscription" "push" {
     max_delivery_attempts = var.delivery.max_delivery_attempts
   }
 
-  depends_on = [google_pubsub_topic_iam_member.agent_publishes_dead_letters]
+  # Pushes start as soon as the subscription exists: the services and their invoker grants
+  # first, so the first events do not burn delivery attempts on a missing endpoint.
+  depends_on = [
+    google_pubsub_topic_iam_member.agent_publishes_dead_letters,
+    google_cloud_run_v2_service_iam_member.invoker,
+  ]
 }
 
 # Pull subscriptions for people: inspect and replay dead letters (`python -m ops dlq`), and
