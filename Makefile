@@ -87,7 +87,8 @@ reliability: venv
 PROJECT ?=
 REGION ?= europe-west1
 PREFIX ?= supaglue
-TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || date +%s)
+# The commit; uncommitted changes get a unique suffix, so Cloud Run sees a new image to roll out.
+TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo local)$(shell git diff --quiet HEAD 2>/dev/null || date +-dirty-%s)
 IMAGE = $(REGION)-docker.pkg.dev/$(PROJECT)/$(PREFIX)/handlers:$(TAG)
 TF_VARS = -var project_id=$(PROJECT) -var region=$(REGION) -var name_prefix=$(PREFIX) -var handler_image=$(IMAGE)
 
