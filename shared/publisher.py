@@ -5,18 +5,20 @@ concurrent webhooks (`make bench-ingest`), its per-message machinery (a
 thread per batch commit, proto-plus wrappers, api_core retry wrappers) cost
 more CPU than the whole rest of the function. This module keeps what matters
 from it and drops the rest: requests from all threads of the process join
-batches (up to `batch_max_messages`, waiting at most `batch_max_latency`),
-a few long-lived sender threads call the Pub/Sub `Publish` RPC with the raw
-protobuf messages, retry transient errors until each message's deadline, and
-wake exactly the threads whose messages were stored.
+batches (up to `batch_max_messages`, waiting at most `batch_max_latency`);
+one of the waiting request threads itself calls the Pub/Sub `Publish` RPC
+with the raw protobuf messages (no sender threads: handing each message to
+another thread and back cost more CPU in thread switches than the RPC),
+retries transient errors until the messages' deadline, and wakes exactly the
+threads whose messages were stored.
 
-One publisher per process, created lazily: the channel and the sender threads
-start on the first publish (after the server forked its worker), never at
-import. PUBSUB_EMULATOR_HOST selects the emulator as the client library does.
+One publisher per process, created lazily: the channel opens on the first
+publish (after the server forked its worker), never at import. PUBSUB_EMULATOR_HOST selects the emulator as the client library does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -51,7 +53,8 @@ _TRANSIENT: Final = frozenset(
     }
 )
 _BATCH_MAX_BYTES: Final = 1_000_000
-_SENDERS: Final = 2
+# Publish RPCs in flight at once (one per leader); see ConfirmingPublisher.
+_MAX_CONCURRENT_SENDS: Final = 2
 # Room for the request's framing around one message's data and attributes.
 _MESSAGE_OVERHEAD: Final = 64
 
@@ -71,36 +74,82 @@ class PublisherConfig:
     batch_max_latency_seconds: float
     batch_max_messages: int
     max_outstanding: int
+    # At most this many Publish RPCs in flight at once; messages arriving meanwhile
+    # wait in the queue and leave together in the next batch.
+    max_concurrent_sends: int = _MAX_CONCURRENT_SENDS
 
 
 class _Pending:
-    """One message waiting for its batch's answer."""
+    """One message, and the waiting request thread it belongs to.
 
-    __slots__ = ("attributes", "data", "deadline", "done", "error", "message_id", "size", "topic")
+    `_signal` is a lock held from the start; releasing it wakes the waiting thread
+    exactly once, either with its answer (`settle`) or with a batch to send
+    (`lead`). A bare lock is the cheapest thing one thread can block on.
+    """
 
-    def __init__(self, topic: str, data: bytes, attributes: Mapping[str, str], deadline: float):
+    __slots__ = (
+        "_signal",
+        "attributes",
+        "batch",
+        "data",
+        "deadline",
+        "enqueued",
+        "error",
+        "message_id",
+        "size",
+        "topic",
+    )
+
+    def __init__(
+        self, topic: str, data: bytes, attributes: Mapping[str, str], now: float, timeout: float
+    ) -> None:
         self.topic = topic
         self.data = data
         self.attributes = attributes
-        self.deadline = deadline
+        self.enqueued = now
+        self.deadline = now + timeout
         self.size = len(data) + sum(len(k) + len(v) for k, v in attributes.items())
         self.size += _MESSAGE_OVERHEAD
-        self.done = threading.Event()
         self.message_id: str | None = None
         self.error: Exception | None = None
+        self.batch: list[_Pending] | None = None
+        self._signal = threading.Lock()
+        self._signal.acquire()
 
     def settle(self, message_id: str | None = None, error: Exception | None = None) -> None:
         self.message_id, self.error = message_id, error
-        self.done.set()
+        self._signal.release()
+
+    def lead(self, batch: list[_Pending]) -> None:
+        """Wake this message's thread to send `batch` (which holds this message)."""
+        self.batch = batch
+        self._signal.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._signal.acquire(timeout=max(0.0, timeout))
 
 
 class ConfirmingPublisher:
-    """Publishes one message and waits for Pub/Sub's confirmation, or raises."""
+    """Publishes one message and waits for Pub/Sub's confirmation, or raises.
+
+    Leader/follower batching, without threads of its own: a request thread that
+    finds a send slot free becomes the leader, lingers up to the batch latency for
+    company, takes a batch from the queue and calls the Publish RPC itself; the
+    other request threads wait on their message. When the RPC returns, the leader
+    wakes each message's thread with its answer, and hands the slot over with the
+    next batch to the first waiting thread in it, if any. Every thread blocks only
+    for its own answer, and no message changes hands between threads just to be sent.
+    """
 
     def __init__(self, config: PublisherConfig) -> None:
         self._config = config
+        self._lock = threading.Lock()
         self._queue: deque[_Pending] = deque()
-        self._ready = threading.Condition()
+        # Messages not yet answered: queued, or in a batch being sent.
+        self._outstanding = 0
+        self._sending = 0
+        # Leaders lingering for company, woken early once a batch is full.
+        self._lingering: list[threading.Lock] = []
         self._started = False
         self._call: Any = None
 
@@ -113,28 +162,30 @@ class ConfirmingPublisher:
         Raises PublishFailed when Pub/Sub errs or does not confirm within the
         configured timeout, and MessageRejected when Pub/Sub can never take it.
         """
-        pending = _Pending(
-            topic_path, data, attributes, time.monotonic() + self._config.timeout_seconds
-        )
+        config = self._config
+        pending = _Pending(topic_path, data, attributes, time.monotonic(), config.timeout_seconds)
         if pending.size + len(topic_path) > PUBSUB_MAX_REQUEST_BYTES:
             raise MessageRejected(f"{pending.size} bytes exceed Pub/Sub's request limit")
-        with self._ready:
+        with self._lock:
             if not self._started:
                 self._start()
-            if len(self._queue) >= self._config.max_outstanding:
+                self._started = True
+            if self._outstanding >= config.max_outstanding:
                 # Bounded memory: while Pub/Sub is slow or down, refuse instead of queueing.
-                raise PublishFailed(f"{len(self._queue)} messages already wait for Pub/Sub")
+                raise PublishFailed(f"{self._outstanding} messages already wait for Pub/Sub")
             self._queue.append(pending)
-            self._ready.notify()
-        if not pending.done.wait(max(0.0, pending.deadline - time.monotonic())):
-            raise PublishFailed(f"no confirmation within {self._config.timeout_seconds:g}s")
-        if pending.error is not None:
-            raise pending.error
-        assert pending.message_id is not None
-        return pending.message_id
+            self._outstanding += 1
+            leader = self._sending < config.max_concurrent_sends
+            if leader:
+                self._sending += 1
+            elif self._lingering and len(self._queue) >= config.batch_max_messages:
+                self._lingering.pop().release()
+        if leader:
+            self._lead(pending)
+        return self._await(pending)
 
     def _start(self) -> None:
-        """Open the channel and start the senders; called once, under the lock."""
+        """Open the channel; called once, under the lock, on the first publish."""
         emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         channel = (
@@ -147,47 +198,99 @@ class ConfirmingPublisher:
             request_serializer=_PublishRequest.SerializeToString,
             response_deserializer=_PublishResponse.FromString,
         )
-        for number in range(_SENDERS):
-            threading.Thread(
-                target=self._send_loop, name=f"publisher-{number}", daemon=True
-            ).start()
-        self._started = True
 
-    def _next_batch(self) -> list[_Pending]:
-        """Wait for a message, then for company: up to the batch limits or the latency bound."""
-        config = self._config
-        with self._ready:
-            while not self._queue:
-                self._ready.wait()
-            first = self._queue.popleft()
-            batch, size = [first], first.size
-            linger_until = time.monotonic() + config.batch_max_latency_seconds
-            while len(batch) < config.batch_max_messages:
-                if not self._queue:
-                    remaining = linger_until - time.monotonic()
-                    if remaining <= 0 or not self._ready.wait(remaining) or not self._queue:
-                        break
-                candidate = self._queue[0]
-                if candidate.topic != first.topic or size + candidate.size > _BATCH_MAX_BYTES:
-                    break
-                batch.append(self._queue.popleft())
-                size += candidate.size
-            if self._queue:
-                self._ready.notify()
-            return batch
+    def _lead(self, pending: _Pending) -> None:
+        """Holding a send slot: linger for company, then send what is queued."""
+        latency = self._config.batch_max_latency_seconds
+        wake: threading.Lock | None = None
+        if latency > 0:
+            wake = threading.Lock()
+            wake.acquire()
+            with self._lock:
+                self._lingering.append(wake)
+            wake.acquire(timeout=max(0.0, pending.enqueued + latency - time.monotonic()))
+        with self._lock:
+            if wake is not None and wake in self._lingering:
+                self._lingering.remove(wake)
+            batch = self._take_batch()
+            if not batch:
+                # Another leader took everything, this message included.
+                self._sending -= 1
+                return
+        self._send(batch)
 
-    def _send_loop(self) -> None:
-        while True:
-            batch = self._next_batch()
-            try:
-                ids = self._publish_batch(batch)
-            except Exception as exc:  # noqa: BLE001
-                # The batch's callers decide what to answer; this thread must live on.
-                for pending in batch:
-                    pending.settle(error=exc)
-            else:
-                for pending, message_id in zip(batch, ids, strict=True):
-                    pending.settle(message_id=message_id)
+    def _await(self, pending: _Pending) -> str:
+        while pending.wait(pending.deadline - time.monotonic()):
+            batch = pending.batch
+            if batch is None:
+                if pending.error is not None:
+                    raise pending.error
+                assert pending.message_id is not None
+                return pending.message_id
+            pending.batch = None
+            self._send(batch)
+        with self._lock:
+            if pending.batch is not None:
+                # Handed a batch just as time ran out: pass it on to the next in it.
+                rest = [other for other in pending.batch if other is not pending]
+                pending.batch = None
+                self._outstanding -= 1
+                self._hand_over(rest)
+            elif pending.message_id is None and pending.error is None:
+                with contextlib.suppress(ValueError):
+                    # Still queued: drop it, it will not be sent after its 503.
+                    self._queue.remove(pending)
+                    self._outstanding -= 1
+        raise PublishFailed(f"no confirmation within {self._config.timeout_seconds:g}s")
+
+    def _take_batch(self) -> list[_Pending]:
+        """Under the lock: the oldest queued messages, within the batch limits."""
+        queue = self._queue
+        if not queue:
+            return []
+        first = queue.popleft()
+        batch, size = [first], first.size
+        limit = self._config.batch_max_messages
+        while queue and len(batch) < limit:
+            candidate = queue[0]
+            if candidate.topic != first.topic or size + candidate.size > _BATCH_MAX_BYTES:
+                break
+            batch.append(queue.popleft())
+            size += candidate.size
+        return batch
+
+    def _hand_over(self, batch: list[_Pending]) -> None:
+        """Under the lock: give this send slot and `batch` (or the next one) to a waiter."""
+        if not batch:
+            batch = self._take_batch()
+        if batch:
+            batch[0].lead(batch)
+        else:
+            self._sending -= 1
+
+    def _send(self, batch: list[_Pending]) -> None:
+        """Publish `batch`, answer each message's thread, then pass the slot on."""
+        try:
+            now = time.monotonic()
+            live = [pending for pending in batch if pending.deadline > now]
+            expired = PublishFailed("deadline passed before the message was sent")
+            for pending in batch:
+                if pending.deadline <= now:
+                    pending.settle(error=expired)
+            if live:
+                try:
+                    ids = self._publish_batch(live)
+                except Exception as exc:  # noqa: BLE001
+                    # Each caller decides what to answer; the slot must be passed on.
+                    for pending in live:
+                        pending.settle(error=exc)
+                else:
+                    for pending, message_id in zip(live, ids, strict=True):
+                        pending.settle(message_id=message_id)
+        finally:
+            with self._lock:
+                self._outstanding -= len(batch)
+                self._hand_over([])
 
     def _publish_batch(self, batch: list[_Pending]) -> list[str]:
         topic = batch[0].topic

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from shared import log as shared_log
 from shared.log import JsonLogger, TraceContext
 
 
@@ -71,3 +79,113 @@ def test_one_line_with_severity_event_labels_and_trace() -> None:
     assert record["logging.googleapis.com/trace"] == f"projects/proj/traces/{'a' * 32}"
     assert record["logging.googleapis.com/spanId"] == "b" * 16
     assert record["time"].endswith("Z")
+
+
+def _read_records(path: Path) -> list[dict[str, object]]:
+    text = path.read_text()
+    assert text == "" or text.endswith("\n"), "a line was cut"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@contextlib.contextmanager
+def stdout_to(path: Path) -> Iterator[None]:
+    """stdout as a real file descriptor, as under a server (set in the test body:
+    pytest's own capture replaces sys.stdout when the test starts)."""
+    with path.open("w") as stream, contextlib.redirect_stdout(stream):
+        yield
+        shared_log.flush()
+
+
+@pytest.fixture
+def stdout_file(tmp_path: Path) -> Path:
+    return tmp_path / "stdout.log"
+
+
+def test_write_behind_writes_every_line_whole_and_in_order(stdout_file: Path) -> None:
+    with stdout_to(stdout_file):
+        _emit_from_threads()
+        shared_log.flush()
+        records = _read_records(stdout_file)
+    assert len(records) == 400
+    for thread in range(4):
+        numbers = [r["number"] for r in records if r["thread"] == thread]
+        assert numbers == list(range(100))
+
+
+def _emit_from_threads() -> None:
+    logger = JsonLogger("ingest", write_behind_seconds=0.01)
+
+    def emit(thread: int) -> None:
+        for number in range(100):
+            logger.log("INFO", "webhook_published", "stored", thread=thread, number=number)
+
+    threads = [threading.Thread(target=emit, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_write_behind_lines_appear_without_a_flush(stdout_file: Path) -> None:
+    with stdout_to(stdout_file):
+        JsonLogger("ingest", write_behind_seconds=0.01).log("INFO", "webhook_published", "x")
+        deadline = time.monotonic() + 5
+        while not stdout_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        written = stdout_file.read_text()
+    assert written
+    [record] = _read_records(stdout_file)
+    assert record["event"] == "webhook_published"
+
+
+def test_write_behind_errors_are_written_at_once_after_what_is_pending(
+    stdout_file: Path,
+) -> None:
+    with stdout_to(stdout_file):
+        logger = JsonLogger("ingest", write_behind_seconds=0.01)
+        logger.log("INFO", "webhook_published", "first")
+        logger.log("ERROR", "publish_failed", "second")
+        # No wait: the ERROR line and the line before it are already written.
+        written = [r["message"] for r in _read_records(stdout_file)]
+    assert written == ["first", "second"]
+
+
+def test_write_behind_falls_back_to_writing_at_once_without_a_file_descriptor() -> None:
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        JsonLogger("ingest", write_behind_seconds=60).log("INFO", "webhook_published", "x")
+    [line] = captured.getvalue().splitlines()
+    assert json.loads(line)["event"] == "webhook_published"
+
+
+def test_write_behind_lines_pending_at_exit_are_written() -> None:
+    script = (
+        "from shared.log import JsonLogger\n"
+        "log = JsonLogger('ingest', write_behind_seconds=60)\n"
+        "for n in range(3):\n"
+        "    log.log('INFO', 'webhook_published', 'stored', number=n)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert [json.loads(line)["number"] for line in done.stdout.splitlines()] == [0, 1, 2]
+
+
+def test_write_behind_survives_errors_interleaved_with_pending_lines(stdout_file: Path) -> None:
+    """An ERROR empties the pending lines; the next line must wake the writer without fault
+    (a bare lock released twice raised RuntimeError in the request thread here)."""
+    with stdout_to(stdout_file):
+        logger = JsonLogger("ingest", write_behind_seconds=0.05)
+        for number in range(50):
+            logger.log("INFO", "webhook_published", "info", number=number)
+            logger.log("ERROR", "publish_failed", "error", number=number)
+        shared_log.flush()
+        records = _read_records(stdout_file)
+    assert [(r["message"], r["number"]) for r in records] == [
+        (kind, number) for number in range(50) for kind in ("info", "error")
+    ]

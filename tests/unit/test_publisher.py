@@ -1,0 +1,287 @@
+"""The confirming publisher's batching, deadlines and back-pressure, over a fake Publish RPC.
+
+The real RPC against the emulator is covered by the integration tests; here the
+call is replaced so that each test controls exactly when and how Pub/Sub answers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from shared import publisher
+from shared.publisher import ConfirmingPublisher, PublisherConfig
+from shared.settings import PUBSUB_MAX_REQUEST_BYTES
+
+TOPIC = "projects/p/topics/events"
+OTHER_TOPIC = "projects/p/topics/quarantine"
+
+
+class FakeRpcError(grpc.RpcError):  # type: ignore[misc]
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return f"fake {self._code.name}"
+
+
+class FakePublish:
+    """Stands in for the Publish RPC: records requests, answers ids, or blocks or fails."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.calling_threads: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Semaphore(0)
+        self.fail_with: Exception | None = None
+        # Hang until the gate opens, whatever the deadline (a frozen Pub/Sub).
+        self.ignore_timeout = False
+        self._lock = threading.Lock()
+        self._next_id = 0
+
+    def __call__(self, request: Any, *, timeout: float, metadata: object) -> Any:
+        del metadata
+        self.entered.release()
+        if not self.gate.wait(None if self.ignore_timeout else timeout):
+            raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED)
+        with self._lock:
+            self.requests.append(request)
+            self.calling_threads.append(threading.get_ident())
+            if self.fail_with is not None:
+                raise self.fail_with
+            ids = [str(self._next_id + n) for n in range(len(request.messages))]
+            self._next_id += len(ids)
+        return publisher._PublishResponse(message_ids=ids)
+
+    @property
+    def messages(self) -> list[Any]:
+        return [message for request in self.requests for message in request.messages]
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakePublish:
+    fake = FakePublish()
+
+    def start(self: ConfirmingPublisher) -> None:
+        self._call = fake
+
+    monkeypatch.setattr(ConfirmingPublisher, "_start", start)
+    return fake
+
+
+def make(**overrides: Any) -> ConfirmingPublisher:
+    settings: dict[str, Any] = {
+        "project_id": "p",
+        "timeout_seconds": 5.0,
+        "batch_max_latency_seconds": 0.0,
+        "batch_max_messages": 50,
+        "max_outstanding": 1000,
+    }
+    settings.update(overrides)
+    return ConfirmingPublisher(PublisherConfig(**settings))
+
+
+def in_threads(count: int, target: Callable[[int], object]) -> Callable[[], list[object]]:
+    """Start target(0..count-1) concurrently; the returned function joins them and
+    gives each result or exception, in order."""
+    results: list[object] = [None] * count
+
+    def run(number: int) -> None:
+        try:
+            results[number] = target(number)
+        except Exception as exc:  # noqa: BLE001
+            results[number] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+
+    def join() -> list[object]:
+        for thread in threads:
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+        return results
+
+    return join
+
+
+def test_one_message_is_published_byte_exact_with_its_attributes(fake: FakePublish) -> None:
+    data = b'{"b": 1,  "a": "\xc3\xa9"}\n'
+    attributes = {"event_type": "sync.complete", "webhook_id": "msg_1"}
+    message_id = make().publish(TOPIC, data, attributes)
+    [request] = fake.requests
+    assert request.topic == TOPIC
+    [message] = request.messages
+    assert message.data == data
+    assert dict(message.attributes) == attributes
+    assert message_id == "0"
+
+
+def test_concurrent_messages_share_batches_and_each_gets_its_own_id(fake: FakePublish) -> None:
+    fake.gate.clear()
+    pub = make(batch_max_latency_seconds=0.01)
+    count = 24
+
+    def send(number: int) -> tuple[str, str]:
+        return str(number), pub.publish(TOPIC, str(number).encode(), {"n": str(number)})
+
+    results = in_threads(count, send)
+    # Let the first RPC in only once everyone is waiting, so that the rest queue up.
+    time.sleep(0.3)
+    fake.gate.set()
+    answers: dict[str, str] = dict(r for r in results() if isinstance(r, tuple))
+    assert len(answers) == count
+    assert len(fake.requests) < count, "messages were not batched"
+    sent = {message.attributes["n"]: message.data for message in fake.messages}
+    assert sent == {str(n): str(n).encode() for n in range(count)}
+    # Each caller got the id Pub/Sub gave its own message.
+    ids = {m.attributes["n"]: str(i) for i, m in enumerate(fake.messages)}
+    assert answers == ids
+
+
+def test_request_threads_send_themselves_without_sender_threads(fake: FakePublish) -> None:
+    before = threading.active_count()
+    pub = make()
+    results = in_threads(8, lambda n: pub.publish(TOPIC, b"x", {"n": str(n)}))()
+    assert all(isinstance(result, str) for result in results)
+    assert threading.active_count() == before
+    assert len(fake.requests) >= 1
+    own = threading.get_ident()
+    pub.publish(TOPIC, b"y", {})
+    assert fake.calling_threads[-1] == own
+
+
+def test_topics_are_never_mixed_in_one_request(fake: FakePublish) -> None:
+    fake.gate.clear()
+    pub = make(batch_max_latency_seconds=0.01)
+    topics = (TOPIC, OTHER_TOPIC)
+    results = in_threads(10, lambda n: pub.publish(topics[n % 2], topics[n % 2].encode(), {}))
+    time.sleep(0.2)
+    fake.gate.set()
+    assert all(isinstance(result, str) for result in results())
+    for request in fake.requests:
+        assert {message.data for message in request.messages} == {request.topic.encode()}
+    assert sum(len(request.messages) for request in fake.requests) == 10
+    assert {request.topic for request in fake.requests} == {TOPIC, OTHER_TOPIC}
+
+
+def test_batches_respect_the_message_limit(fake: FakePublish) -> None:
+    fake.gate.clear()
+    pub = make(batch_max_messages=3)
+    results = in_threads(10, lambda n: pub.publish(TOPIC, b"x", {}))
+    time.sleep(0.2)
+    fake.gate.set()
+    assert all(isinstance(result, str) for result in results())
+    assert max(len(request.messages) for request in fake.requests) <= 3
+    assert len(fake.messages) == 10
+
+
+def test_no_confirmation_in_time_fails_within_the_timeout(fake: FakePublish) -> None:
+    fake.gate.clear()
+    pub = make(timeout_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(publisher.PublishFailed):
+        pub.publish(TOPIC, b"x", {})
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_queued_message_times_out_too_and_is_then_not_sent(fake: FakePublish) -> None:
+    fake.gate.clear()
+    fake.ignore_timeout = True
+    pub = make(timeout_seconds=0.5, batch_max_messages=1)
+    # Two publishes hold both send slots, their RPCs hanging (the real channel ends
+    # an RPC at its deadline; the integration tests freeze the emulator for that).
+    holders = in_threads(2, lambda n: pub.publish(TOPIC, b"holder", {}))
+    assert fake.entered.acquire(timeout=2)
+    assert fake.entered.acquire(timeout=2)
+    started = time.monotonic()
+    with pytest.raises(publisher.PublishFailed):
+        pub.publish(TOPIC, b"queued", {})
+    assert time.monotonic() - started < 1.5
+    fake.gate.set()
+    holders()
+    # Nothing stalls afterwards, and the message given up on while queued is never sent.
+    assert pub.publish(TOPIC, b"after", {}) is not None
+    sent = [message.data for message in fake.messages]
+    assert b"queued" not in sent
+    assert sent[-1] == b"after"
+    # No send slot or outstanding count was left behind by the message given up on.
+    assert (pub._sending, pub._outstanding) == (0, 0)
+
+
+def test_after_pubsub_recovers_publishing_goes_on(fake: FakePublish) -> None:
+    fake.gate.clear()
+    pub = make(timeout_seconds=0.3)
+    failed = in_threads(6, lambda n: pub.publish(TOPIC, b"x", {}))()
+    assert all(isinstance(result, publisher.PublishFailed) for result in failed)
+    fake.gate.set()
+    results = in_threads(6, lambda n: pub.publish(TOPIC, str(n).encode(), {}))()
+    assert all(isinstance(result, str) for result in results)
+
+
+def test_back_pressure_refuses_beyond_max_outstanding(fake: FakePublish) -> None:
+    fake.gate.clear()
+    pub = make(max_outstanding=2, timeout_seconds=3)
+    waiting = in_threads(2, lambda n: pub.publish(TOPIC, b"x", {}))
+    # Both are now outstanding (sent, or queued behind the send): a third is refused at once.
+    assert fake.entered.acquire(timeout=2)
+    deadline = time.monotonic() + 2
+    while pub._outstanding < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(publisher.PublishFailed, match="already wait"):
+        pub.publish(TOPIC, b"refused", {})
+    assert time.monotonic() - started < 0.2
+    fake.gate.set()
+    assert all(isinstance(result, str) for result in waiting())
+    # Once answered, they no longer count.
+    assert pub.publish(TOPIC, b"later", {}) is not None
+
+
+def test_a_non_transient_error_fails_every_message_of_the_batch(fake: FakePublish) -> None:
+    fake.fail_with = FakeRpcError(grpc.StatusCode.PERMISSION_DENIED)
+    fake.gate.clear()
+    pub = make(batch_max_latency_seconds=0.01)
+    results = in_threads(5, lambda n: pub.publish(TOPIC, b"x", {}))
+    time.sleep(0.2)
+    fake.gate.set()
+    assert all(isinstance(result, publisher.PublishFailed) for result in results())
+    fake.fail_with = None
+    assert pub.publish(TOPIC, b"ok", {}) is not None
+
+
+def test_transient_errors_are_retried_until_confirmed(fake: FakePublish) -> None:
+    failures = iter([FakeRpcError(grpc.StatusCode.UNAVAILABLE)] * 2)
+    original = fake.__call__
+
+    def flaky(request: Any, *, timeout: float, metadata: object) -> Any:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return original(request, timeout=timeout, metadata=metadata)
+
+    pub = make()
+    pub._call = flaky
+    pub._started = True
+    assert pub.publish(TOPIC, b"x", {}) == "0"
+
+
+def test_a_message_pubsub_refuses_as_invalid_is_rejected(fake: FakePublish) -> None:
+    fake.fail_with = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT)
+    with pytest.raises(publisher.MessageRejected):
+        make().publish(TOPIC, b"x", {})
+
+
+def test_a_message_over_the_request_limit_is_rejected_unsent(fake: FakePublish) -> None:
+    with pytest.raises(publisher.MessageRejected):
+        make().publish(TOPIC, b"x" * PUBSUB_MAX_REQUEST_BYTES, {})
+    assert fake.requests == []
