@@ -309,3 +309,28 @@ def test_no_account_gets_a_basic_role_and_only_the_function_is_public() -> None:
             if literal(body["member"]) in {"allUsers", "allAuthenticatedUsers"}:
                 assert (kind, name) == ("google_cloud_run_v2_service_iam_member", "ingest_public")
                 assert expr(body["name"]) == "google_cloudfunctions2_function.ingest.name"
+
+
+# --- make deploy ----------------------------------------------------------------------------
+
+
+def test_make_deploy_names_what_terraform_creates() -> None:
+    makefile = (README.parent / "Makefile").read_text()
+    targets = re.findall(r"-target=([\w.]+)", makefile)
+    assert targets, "make deploy applies the bootstrap resources first"
+    for target in targets:
+        kind, name = target.split(".")
+        assert (kind, name) in load().resources, target
+    # The names make deploy spells out with $(PREFIX) and $(PROJECT), as Terraform builds them.
+    assert "$(PREFIX)-webhook-secrets" in makefile
+    secret = load().resource("google_secret_manager_secret", "webhook_secrets")
+    assert literal(secret["secret_id"]) == "${var.name_prefix}-webhook-secrets"
+    assert "serviceAccounts/$(PREFIX)-build@$(PROJECT).iam.gserviceaccount.com" in makefile
+    build = load().resource("google_service_account", "build")
+    assert literal(build["account_id"]) == "${var.name_prefix}-build"
+    assert "gs://$(PROJECT)-$(PREFIX)-source/" in makefile
+    bucket = load().resource("google_storage_bucket", "source")
+    assert literal(bucket["name"]) == "${var.project_id}-${var.name_prefix}-source"
+    repository = load().resource("google_artifact_registry_repository", "images")
+    assert literal(repository["repository_id"]) == "${var.name_prefix}"
+    assert "IMAGE = $(REGION)-docker.pkg.dev/$(PROJECT)/$(PREFIX)/handlers:$(TAG)" in makefile
