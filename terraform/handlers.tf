@@ -69,6 +69,13 @@ resource "google_cloud_run_v2_service" "handler" {
         name  = "PUSH_AUDIENCE"
         value = local.run_urls[each.key]
       }
+      # A claim outlives any attempt (an attempt cannot outrun the request timeout) but no
+      # more: a crashed attempt's claim would otherwise turn redeliveries away until it ends,
+      # spending delivery attempts (Pub/Sub) or retries (Cloud Tasks) on 503s.
+      env {
+        name  = "LEDGER_LEASE_SECONDS"
+        value = tostring(each.key == local.worker_service ? local.worker_timeout_seconds : var.handlers.timeout_seconds + 30)
+      }
       env {
         name  = "PUSH_SERVICE_ACCOUNT"
         value = each.key == local.worker_service ? google_service_account.tasks.email : google_service_account.push.email

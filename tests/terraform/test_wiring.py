@@ -173,6 +173,12 @@ def test_every_handler_setting_the_code_needs_is_set_and_nothing_unknown(service
     if service in computed("local.backfill_services"):
         assert expr(env["BACKFILL_WORKER_URL"]) == "local.run_urls[local.worker_service]"
     assert computed("local.worker_service") == WORKER_SERVICE
+    # The claim on an event lasts exactly as long as an attempt can: the request timeout.
+    lease = expr(env["LEDGER_LEASE_SECONDS"])
+    assert "local.worker_timeout_seconds" in lease
+    assert "var.handlers.timeout_seconds + 30" in lease
+    subscription = load().resource("google_pubsub_subscription", "push")
+    assert expr(subscription["ack_deadline_seconds"]) == "var.handlers.timeout_seconds + 30"
 
 
 def test_the_worker_outlasts_its_task_dispatch_deadline() -> None:
