@@ -13,6 +13,8 @@ import functions_framework
 import pytest
 from flask.testing import FlaskClient
 
+from ops.signing import DEV_SECRET
+
 # Fixtures that live in their own modules.
 pytest_plugins = ["tests.oidc_issuer", "tests.integration.harness"]
 
@@ -35,6 +37,23 @@ def ingest_client() -> FlaskClient:
     app = functions_framework.create_app("ingest", INGEST_SOURCE)  # type: ignore[no-untyped-call]
     client: FlaskClient = app.test_client()
     return client
+
+
+def configured_ingest_client(**overrides: str) -> FlaskClient:
+    """The real function app with a complete configuration in the environment, as Cloud
+    Functions gives it; `overrides` replace or add variables (_restore_environ undoes them)."""
+    os.environ.update(
+        {
+            "WEBHOOK_SECRETS": DEV_SECRET,
+            "GOOGLE_CLOUD_PROJECT": "unit-test",
+            "EVENTS_TOPIC": "supaglue-events",
+            "QUARANTINE_TOPIC": "supaglue-quarantine",
+            # Nothing listens here: a publish that is not stubbed or expected fails loudly.
+            "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
+            **overrides,
+        }
+    )
+    return ingest_client()
 
 
 def sample(event_type: str) -> dict[str, object]:

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from handlers.hooks import BackfillChunk, ChunkResult, PermanentError
-from ops.signing import DEV_SECRET, signed_headers
+from ops.signing import signed_headers
 from shared.log import LABELS_KEY
-from tests.conftest import ingest_client, sample_bytes
+from tests.conftest import configured_ingest_client, sample_bytes
 from tests.integration.harness import Harness
 from tests.integration.test_worker import WorkerHarness, worker  # noqa: F401  (fixture)
 from tests.terraform.module import literal, load
@@ -91,30 +91,17 @@ def reconnect_required(harness: Callable[[str], Harness], **_: Any) -> None:
     h.push("alerts", h.payload("sync.paused", pause_reason="Manually paused by user"))
 
 
-def _ingest(monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
-    settings = {
-        "WEBHOOK_SECRETS": DEV_SECRET,
-        "GOOGLE_CLOUD_PROJECT": "metrics-test",
-        "EVENTS_TOPIC": "supaglue-events",
-        "QUARANTINE_TOPIC": "supaglue-quarantine",
-        **env,
-    }
-    for key, value in settings.items():
-        monkeypatch.setenv(key, value)
-    return ingest_client()
-
-
-def signature_rejected(monkeypatch: pytest.MonkeyPatch, **_: Any) -> None:
-    client = _ingest(monkeypatch, PUBSUB_EMULATOR_HOST="127.0.0.1:9")
+def signature_rejected(**_: Any) -> None:
+    client = configured_ingest_client()
     body = sample_bytes("sync.complete")
     headers = signed_headers(body, timestamp=int(time.time()))
     headers = {k: (v[:-4] + "AAA=" if k.endswith("signature") else v) for k, v in headers.items()}
     assert client.post("/", data=body, headers=headers).status_code == 401
 
 
-def publish_failed(monkeypatch: pytest.MonkeyPatch, **_: Any) -> None:
+def publish_failed(**_: Any) -> None:
     # Nothing listens on the discard port: Pub/Sub never confirms, the function answers 503.
-    client = _ingest(monkeypatch, PUBSUB_EMULATOR_HOST="127.0.0.1:9", PUBLISH_TIMEOUT_SECONDS="1")
+    client = configured_ingest_client(PUBLISH_TIMEOUT_SECONDS="1")
     body = sample_bytes("sync.complete")
     response = client.post("/", data=body, headers=signed_headers(body, timestamp=int(time.time())))
     assert response.status_code == 503
@@ -145,12 +132,11 @@ def test_the_metric_counts_exactly_the_line_its_code_path_writes(
     metric: str,
     harness: Callable[[str], Harness],
     worker: Callable[..., WorkerHarness],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     log_filter = metric_filters()[metric]
     capsys.readouterr()
-    PATHS[metric](harness=harness, worker=worker, monkeypatch=monkeypatch)
+    PATHS[metric](harness=harness, worker=worker)
     written = lines(capsys)
     assert written, "the code path wrote no JSON line"
     counted = [line for line in written if matches(log_filter, line)]

@@ -24,7 +24,7 @@ from ingest_fn.classify import Destination, OutgoingMessage
 from ops.signing import DEV_SECRET, signed_headers
 from shared import publisher
 from shared.publisher import ConfirmingPublisher
-from tests.conftest import ingest_client, sample, sample_bytes, sample_types
+from tests.conftest import configured_ingest_client, sample, sample_bytes, sample_types
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"a-second-secret-for-rotation-32b").decode()
 
@@ -56,24 +56,9 @@ def published(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 
 @pytest.fixture
-def configure(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FlaskClient]:
+def configure() -> Callable[..., FlaskClient]:
     """Build the real app with settings from the environment, as Cloud Functions does."""
-
-    def build(**overrides: str) -> FlaskClient:
-        env = {
-            "WEBHOOK_SECRETS": DEV_SECRET,
-            "GOOGLE_CLOUD_PROJECT": "unit-test",
-            "EVENTS_TOPIC": "supaglue-events",
-            "QUARANTINE_TOPIC": "supaglue-quarantine",
-            # Nothing listens here: a publish that escaped the recorder fails loudly.
-            "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
-            **overrides,
-        }
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        return ingest_client()
-
-    return build
+    return configured_ingest_client
 
 
 @pytest.fixture
