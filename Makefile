@@ -81,9 +81,11 @@ reliability: venv
 	$(PY) -m ops.reliability
 	FUZZ_EXAMPLES=3000 $(BIN)/pytest tests/unit/test_fuzz_ingest.py tests/integration/test_fuzz_push.py
 
-# Deploy to a project: make deploy PROJECT=my-project REGION=europe-west1 [ALERT_EMAILS=a@b.c]
-# Creates the APIs and the image repository, builds the handlers' image with Cloud Build, then
-# applies everything else. Needs gcloud and terraform on PATH (README, Deploy).
+# Deploy to a project: make deploy PROJECT=my-project REGION=europe-west1 (other variables, such
+# as alert_emails, in terraform/terraform.tfvars). Creates the APIs, the secret, the image
+# repository and the build account; stops until the signing secret has a version; builds the
+# handlers' image with Cloud Build, then applies everything else. Needs gcloud and terraform on
+# PATH (README, Deploy).
 PROJECT ?=
 REGION ?= europe-west1
 PREFIX ?= supaglue

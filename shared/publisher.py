@@ -13,7 +13,8 @@ retries transient errors until the messages' deadline, and wakes exactly the
 threads whose messages were stored.
 
 One publisher per process, created lazily: the channel opens on the first
-publish (after the server forked its worker), never at import. PUBSUB_EMULATOR_HOST selects the emulator as the client library does.
+publish (after the server forked its worker), never at import.
+PUBSUB_EMULATOR_HOST selects the emulator as the client library does.
 """
 
 from __future__ import annotations

@@ -7,12 +7,15 @@ Values that Terraform computes from variables and files come from `ops.terraform
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
 import hcl2
+
+from ops.terraform import evaluate
 
 MODULE: Final = Path(__file__).resolve().parents[2] / "terraform"
 
@@ -59,6 +62,20 @@ def load() -> Module:
         for block in parsed.get("output", []):
             outputs.update({literal(k): v for k, v in block.items()})
     return Module(resources, data, local_values, variables, outputs)
+
+
+# The prefix the tests deploy under; names Terraform computes carry it.
+PREFIX: Final = "acme"
+
+
+@cache
+def _computed(expression: str, variables: tuple[tuple[str, str], ...]) -> Any:
+    return evaluate(expression, variables={"name_prefix": PREFIX, **dict(variables)})
+
+
+def computed(expression: str, variables: Mapping[str, str] | None = None) -> Any:
+    """What Terraform computes for `expression` (ops.terraform.evaluate), once per session."""
+    return _computed(expression, tuple(sorted((variables or {}).items())))
 
 
 def literal(value: Any) -> Any:

@@ -14,20 +14,17 @@ import sys
 import zipfile
 from pathlib import Path
 
-from ops.terraform import evaluate
-from tests.terraform.module import block, expr, literal, load
+from ops.signing import DEV_SECRET
+from tests.terraform.module import block, computed, expr, literal, load
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def build_archive(destination: Path) -> list[str]:
-    files: list[str] = evaluate("local.ingest_source_files")
+def build_archive(destination: Path) -> None:
     with zipfile.ZipFile(destination, "w", zipfile.ZIP_DEFLATED) as zipped:
-        for name in files:
+        for name in computed("local.ingest_source_files"):
             # archive_file's `source { content = file(...) }`: the file's text, UTF-8.
             zipped.writestr(name, (ROOT / name).read_text(encoding="utf-8"))
-    return files
 
 
 def test_terraform_archives_the_function_from_its_source_list() -> None:
@@ -45,7 +42,7 @@ def test_terraform_archives_the_function_from_its_source_list() -> None:
 
 
 def test_the_archive_holds_the_function_the_shared_package_and_requirements_only() -> None:
-    files = evaluate("local.ingest_source_files")
+    files = computed("local.ingest_source_files")
     assert "ingest_fn/main.py" in files
     assert "shared/settings.py" in files
     assert "shared/routing.json" in files
@@ -80,7 +77,7 @@ print(sys.modules["shared.settings"].__file__)
         "GOOGLE_CLOUD_PROJECT": "archive-test",
         "EVENTS_TOPIC": "supaglue-events",
         "QUARANTINE_TOPIC": "supaglue-quarantine",
-        "WEBHOOK_SECRETS": SECRET,
+        "WEBHOOK_SECRETS": DEV_SECRET,
     }
     # -I: no PYTHONPATH, no user site, and not the current directory: only the archive's code
     # (found the way the function finds it) and the installed requirements.

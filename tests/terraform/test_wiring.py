@@ -7,9 +7,7 @@ Values Terraform computes from variables and the routing table come from Terrafo
 from __future__ import annotations
 
 import re
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic_settings import BaseSettings
@@ -17,21 +15,14 @@ from pydantic_settings import BaseSettings
 from handlers import backfills, ledger, store
 from handlers.app import PUSH_PATH
 from handlers.services import FUNCTIONS, WORKER_SERVICE, services
-from ops.terraform import evaluate
 from ops.topology import Topology
 from shared.routing import load_routes
 from shared.settings import HandlerSettings, IngestSettings
-from tests.terraform.module import block, expr, literal, load
+from tests.terraform.module import PREFIX, block, computed, expr, literal, load
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-PREFIX = "acme"
 # Read by the servers that run the code (functions-framework's and our gunicorn), not by it.
 SERVER_VARIABLES = {"THREADS"}
-
-
-@cache
-def computed(expression: str) -> Any:
-    return evaluate(expression, variables={"name_prefix": PREFIX})
 
 
 def env_name(field: str) -> str:
@@ -89,17 +80,16 @@ def test_every_route_has_a_push_subscription_with_filter_oidc_retries_and_dead_l
     assert expr(dead["dead_letter_topic"]) == "google_pubsub_topic.dead_letter[each.key].id"
     assert "max_delivery_attempts" in dead
     # The ack deadline outlasts the handler's own request timeout.
-    assert re.fullmatch(r"var\.handlers\.timeout_seconds \+ \d+", expr(sub["ack_deadline_seconds"]))
+    assert expr(sub["ack_deadline_seconds"]) == "var.handlers.timeout_seconds + 30"
     service = load().resource("google_cloud_run_v2_service", "handler")
     assert "var.handlers.timeout_seconds" in block(service, "template")["timeout"]
 
 
 def test_every_dead_letter_topic_has_a_pull_subscription_and_the_agent_grants() -> None:
     module = load()
-    for name in ("dead_letter_watch",):
-        watch = module.resource("google_pubsub_subscription", name)
-        assert expr(watch["for_each"]) == "local.routing"
-        assert expr(watch["topic"]) == "google_pubsub_topic.dead_letter[each.key].id"
+    watch = module.resource("google_pubsub_subscription", "dead_letter_watch")
+    assert expr(watch["for_each"]) == "local.routing"
+    assert expr(watch["topic"]) == "google_pubsub_topic.dead_letter[each.key].id"
     grants = module.of_kind("google_pubsub_topic_iam_member")
     agent = grants["agent_publishes_dead_letters"]
     assert expr(agent["for_each"]) == "local.routing"
@@ -173,12 +163,14 @@ def test_every_handler_setting_the_code_needs_is_set_and_nothing_unknown(service
     if service in computed("local.backfill_services"):
         assert expr(env["BACKFILL_WORKER_URL"]) == "local.run_urls[local.worker_service]"
     assert computed("local.worker_service") == WORKER_SERVICE
-    # The claim on an event lasts exactly as long as an attempt can: the request timeout.
+    # The claim on an event lasts exactly as long as an attempt can: the worker's request
+    # timeout, or the handlers' ack deadline (their request timeout + 30 s).
     lease = expr(env["LEDGER_LEASE_SECONDS"])
+    ack_deadline = expr(
+        load().resource("google_pubsub_subscription", "push")["ack_deadline_seconds"]
+    )
     assert "local.worker_timeout_seconds" in lease
-    assert "var.handlers.timeout_seconds + 30" in lease
-    subscription = load().resource("google_pubsub_subscription", "push")
-    assert expr(subscription["ack_deadline_seconds"]) == "var.handlers.timeout_seconds + 30"
+    assert ack_deadline in lease
 
 
 def test_the_worker_outlasts_its_task_dispatch_deadline() -> None:
@@ -193,9 +185,8 @@ def test_the_worker_outlasts_its_task_dispatch_deadline() -> None:
         backfill_chunk_seconds=chunk_seconds,
     )
     task = backfills.BackfillQueue(settings).task(backfills.TaskRequest("bf-1", 0))
-    timeout = evaluate(
-        "local.worker_timeout_seconds",
-        variables={"backfills": f"{{chunk_seconds={chunk_seconds}}}"},
+    timeout = computed(
+        "local.worker_timeout_seconds", {"backfills": f"{{chunk_seconds={chunk_seconds}}}"}
     )
     assert timeout > task.dispatch_deadline.seconds
     assert timeout <= 3600  # Cloud Run's longest request timeout
