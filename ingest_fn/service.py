@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Final
+from typing import IO, Final, Protocol
 
 from ingest_fn.classify import Destination, OutgoingMessage, classify
 from ingest_fn.errors import MethodNotAllowed, PayloadTooLarge, PublishFailed
@@ -29,14 +29,22 @@ class Stored:
     topic: str
 
 
+class Publisher(Protocol):
+    """What the ingestor needs from Pub/Sub (shared.publisher.ConfirmingPublisher)."""
+
+    def topic_path(self, topic_id: str) -> str: ...
+
+    def publish(self, topic_path: str, data: bytes, attributes: Mapping[str, str]) -> str: ...
+
+
 class Ingestor:
-    def __init__(self, settings: IngestSettings) -> None:
+    def __init__(self, settings: IngestSettings, publisher_: Publisher | None = None) -> None:
         self._settings = settings
         self._verifier = SignatureVerifier(
             (secret.get_secret_value() for secret in settings.webhook_secrets),
             tolerance_seconds=settings.webhook_tolerance_seconds,
         )
-        self._publisher = publisher.ConfirmingPublisher(
+        self._publisher = publisher_ or publisher.ConfirmingPublisher(
             publisher.PublisherConfig(
                 project_id=settings.google_cloud_project,
                 timeout_seconds=settings.publish_timeout_seconds,

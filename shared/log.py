@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import re
@@ -236,6 +237,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(flush)
 
 
+@functools.lru_cache(maxsize=2)
+def _second_text(second: int) -> str:
+    # Formatting the date is most of a timestamp's cost, and it changes once a second.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def _rfc3339_now() -> str:
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    second = int(now)
+    return f"{_second_text(second)}.{int((now - second) * 1e6):06d}Z"

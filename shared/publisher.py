@@ -54,8 +54,13 @@ _TRANSIENT: Final = frozenset(
     }
 )
 _BATCH_MAX_BYTES: Final = 1_000_000
-# Publish RPCs in flight at once (one per leader); see ConfirmingPublisher.
-_MAX_CONCURRENT_SENDS: Final = 2
+# Publish RPCs in flight at once (one per leader); see ConfirmingPublisher. One:
+# messages arriving during an RPC then leave together in the next batch, instead
+# of a second leader sending the first few alone. Measured by `make bench-ingest`
+# against 2: batches of 4 instead of 3 messages on average, about 15% more
+# requests/s and 10% less CPU per request for the function, and half the CPU per
+# message for the emulator.
+_MAX_CONCURRENT_SENDS: Final = 1
 # Room for the request's framing around one message's data and attributes.
 _MESSAGE_OVERHEAD: Final = 64
 
@@ -90,6 +95,7 @@ class _Pending:
 
     __slots__ = (
         "_signal",
+        "abandoned",
         "attributes",
         "batch",
         "data",
@@ -114,6 +120,9 @@ class _Pending:
         self.message_id: str | None = None
         self.error: Exception | None = None
         self.batch: list[_Pending] | None = None
+        # Set, under the publisher's lock, once the waiting thread has given up and
+        # left: a batch handed to it would never be sent, and the send slot lost.
+        self.abandoned = False
         self._signal = threading.Lock()
         self._signal.acquire()
 
@@ -198,6 +207,10 @@ class ConfirmingPublisher:
             _PUBLISH_METHOD,
             request_serializer=_PublishRequest.SerializeToString,
             response_deserializer=_PublishResponse.FromString,
+            # What generated stubs pass: the method is registered with the channel once,
+            # not looked up per call. Alternating runs against the emulator here: 0.18-0.25
+            # instead of 0.24-0.28 ms CPU per Publish RPC.
+            _registered_method=True,
         )
 
     def _lead(self, pending: _Pending) -> None:
@@ -231,6 +244,7 @@ class ConfirmingPublisher:
             pending.batch = None
             self._send(batch)
         with self._lock:
+            pending.abandoned = True
             if pending.batch is not None:
                 # Handed a batch just as time ran out: pass it on to the next in it.
                 rest = [other for other in pending.batch if other is not pending]
@@ -242,6 +256,9 @@ class ConfirmingPublisher:
                     # Still queued: drop it, it will not be sent after its 503.
                     self._queue.remove(pending)
                     self._outstanding -= 1
+        if pending.message_id is not None:
+            # Confirmed in the instant the wait ran out: it is stored, say so.
+            return pending.message_id
         raise PublishFailed(f"no confirmation within {self._config.timeout_seconds:g}s")
 
     def _take_batch(self) -> list[_Pending]:
@@ -261,13 +278,24 @@ class ConfirmingPublisher:
         return batch
 
     def _hand_over(self, batch: list[_Pending]) -> None:
-        """Under the lock: give this send slot and `batch` (or the next one) to a waiter."""
-        if not batch:
-            batch = self._take_batch()
-        if batch:
-            batch[0].lead(batch)
-        else:
-            self._sending -= 1
+        """Under the lock: give this send slot and `batch` (or the next one) to a waiter.
+
+        Only to a thread still waiting: one that timed out just as the batch was
+        taken has left (queued messages remove themselves when they time out, so
+        only a batch can hold such a message), and its answer is already given.
+        """
+        while True:
+            if not batch:
+                batch = self._take_batch()
+            if not batch:
+                self._sending -= 1
+                return
+            waiting = [pending for pending in batch if not pending.abandoned]
+            self._outstanding -= len(batch) - len(waiting)
+            if waiting:
+                waiting[0].lead(waiting)
+                return
+            batch = []
 
     def _send(self, batch: list[_Pending]) -> None:
         """Publish `batch`, answer each message's thread, then pass the slot on."""

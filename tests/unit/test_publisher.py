@@ -160,6 +160,23 @@ def test_request_threads_send_themselves_without_sender_threads(fake: FakePublis
     assert fake.calling_threads[-1] == own
 
 
+def test_by_default_one_rpc_at_a_time_and_the_rest_wait_to_leave_together(
+    fake: FakePublish,
+) -> None:
+    fake.gate.clear()
+    pub = make()
+    results = in_threads(9, lambda n: pub.publish(TOPIC, b"x", {"n": str(n)}))
+    assert fake.entered.acquire(timeout=2)
+    # While the first RPC hangs, no second one starts: the others queue behind it.
+    assert not fake.entered.acquire(timeout=0.3)
+    fake.gate.set()
+    assert all(isinstance(result, str) for result in results())
+    assert len(fake.messages) == 9
+    # The first RPC may have left with a few; the ones queued behind it left as one.
+    assert len(fake.requests) == 2
+    assert len(fake.requests[0].messages) + len(fake.requests[1].messages) == 9
+
+
 def test_topics_are_never_mixed_in_one_request(fake: FakePublish) -> None:
     fake.gate.clear()
     pub = make(batch_max_latency_seconds=0.01)
@@ -198,10 +215,9 @@ def test_a_queued_message_times_out_too_and_is_then_not_sent(fake: FakePublish) 
     fake.gate.clear()
     fake.ignore_timeout = True
     pub = make(timeout_seconds=0.5, batch_max_messages=1)
-    # Two publishes hold both send slots, their RPCs hanging (the real channel ends
-    # an RPC at its deadline; the integration tests freeze the emulator for that).
-    holders = in_threads(2, lambda n: pub.publish(TOPIC, b"holder", {}))
-    assert fake.entered.acquire(timeout=2)
+    # One publish holds the send slot, its RPC hanging (the real channel ends an RPC
+    # at its deadline; the integration tests freeze the emulator for that).
+    holders = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
     assert fake.entered.acquire(timeout=2)
     started = time.monotonic()
     with pytest.raises(publisher.PublishFailed):
@@ -226,6 +242,38 @@ def test_after_pubsub_recovers_publishing_goes_on(fake: FakePublish) -> None:
     fake.gate.set()
     results = in_threads(6, lambda n: pub.publish(TOPIC, str(n).encode(), {}))()
     assert all(isinstance(result, str) for result in results)
+
+
+def test_a_batch_handed_to_threads_that_gave_up_does_not_lose_the_send_slot(
+    fake: FakePublish, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: Pub/Sub answers just as the queued messages time out, the next batch
+    goes to a thread that has given up, which passes it to one that has already left."""
+    fake.gate.clear()
+    fake.ignore_timeout = True
+    pub = make(timeout_seconds=0.5)
+    holder = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
+    assert fake.entered.acquire(timeout=2)
+    # A thread that is not scheduled until after its deadline, whatever wakes it;
+    # "second" (batched after "first") is the first to give up and leave.
+    late = {b"first": 0.3, b"second": 0.1}
+    wait = publisher._Pending.wait
+
+    def descheduled(self: publisher._Pending, timeout: float) -> bool:
+        if self.data not in late:
+            return wait(self, timeout)
+        time.sleep(max(0.0, timeout) + late[self.data])
+        return False
+
+    monkeypatch.setattr(publisher._Pending, "wait", descheduled)
+    queued = in_threads(2, lambda n: pub.publish(TOPIC, (b"first", b"second")[n], {}))
+    time.sleep(0.2)
+    fake.gate.set()
+    holder()
+    assert all(isinstance(result, publisher.PublishFailed) for result in queued())
+    # The slot came back: the next message is sent, not queued until it times out.
+    assert pub.publish(TOPIC, b"after", {}) is not None
+    assert fake.messages[-1].data == b"after"
 
 
 def test_back_pressure_refuses_beyond_max_outstanding(fake: FakePublish) -> None:
