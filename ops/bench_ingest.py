@@ -658,6 +658,8 @@ def print_summary(rounds: Sequence[Round]) -> None:
         ("ingest CPU ms/req", lambda r: r.ingest.server_ms_per_request, ".3f"),
         ("emulator CPU ms/req", lambda r: r.ingest.emulator_ms_per_request, ".3f"),
         ("floor req/s (no Pub/Sub)", lambda r: r.floor.load.rps, ".0f"),
+        ("floor p50 ms", lambda r: r.floor.load.p50_ms, ".1f"),
+        ("floor p99 ms", lambda r: r.floor.load.p99_ms, ".1f"),
         ("floor CPU ms/req", lambda r: r.floor.server_ms_per_request, ".3f"),
         ("floor/bare throughput", floor_throughput_ratio, ".2f"),
         ("floor/bare CPU per request", floor_cpu_ratio, ".2f"),
