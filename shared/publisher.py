@@ -54,13 +54,12 @@ _TRANSIENT: Final = frozenset(
     }
 )
 _BATCH_MAX_BYTES: Final = 1_000_000
-# Publish RPCs in flight at once (one per leader); see ConfirmingPublisher. One:
-# messages arriving during an RPC then leave together in the next batch, instead
-# of a second leader sending the first few alone. Measured by `make bench-ingest`
-# against 2: batches of 4 instead of 3 messages on average, about 15% more
-# requests/s and 10% less CPU per request for the function, and half the CPU per
-# message for the emulator.
-_MAX_CONCURRENT_SENDS: Final = 1
+# Publish RPCs in flight at once (one per leader); see ConfirmingPublisher. Two, so
+# that one RPC retrying a transient error does not hold up every other message. One
+# makes bigger batches: against the emulator that gave 10-15% more requests/s with
+# an idle emulator, and nothing measurable once `make bench-ingest`'s subscription
+# loads it too; not worth the head-of-line blocking against the real service.
+_MAX_CONCURRENT_SENDS: Final = 2
 # Room for the request's framing around one message's data and attributes.
 _MESSAGE_OVERHEAD: Final = 64
 

@@ -160,11 +160,9 @@ def test_request_threads_send_themselves_without_sender_threads(fake: FakePublis
     assert fake.calling_threads[-1] == own
 
 
-def test_by_default_one_rpc_at_a_time_and_the_rest_wait_to_leave_together(
-    fake: FakePublish,
-) -> None:
+def test_with_one_send_slot_the_rest_wait_to_leave_together(fake: FakePublish) -> None:
     fake.gate.clear()
-    pub = make()
+    pub = make(max_concurrent_sends=1)
     results = in_threads(9, lambda n: pub.publish(TOPIC, b"x", {"n": str(n)}))
     assert fake.entered.acquire(timeout=2)
     # While the first RPC hangs, no second one starts: the others queue behind it.
@@ -214,7 +212,7 @@ def test_no_confirmation_in_time_fails_within_the_timeout(fake: FakePublish) -> 
 def test_a_queued_message_times_out_too_and_is_then_not_sent(fake: FakePublish) -> None:
     fake.gate.clear()
     fake.ignore_timeout = True
-    pub = make(timeout_seconds=0.5, batch_max_messages=1)
+    pub = make(timeout_seconds=0.5, batch_max_messages=1, max_concurrent_sends=1)
     # One publish holds the send slot, its RPC hanging (the real channel ends an RPC
     # at its deadline; the integration tests freeze the emulator for that).
     holders = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
@@ -251,7 +249,8 @@ def test_a_batch_handed_to_threads_that_gave_up_does_not_lose_the_send_slot(
     goes to a thread that has given up, which passes it to one that has already left."""
     fake.gate.clear()
     fake.ignore_timeout = True
-    pub = make(timeout_seconds=0.5)
+    # One slot, so that losing it shows: every later publish would wait for nothing.
+    pub = make(timeout_seconds=0.5, max_concurrent_sends=1)
     holder = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
     assert fake.entered.acquire(timeout=2)
     # A thread that is not scheduled until after its deadline, whatever wakes it;
@@ -274,6 +273,34 @@ def test_a_batch_handed_to_threads_that_gave_up_does_not_lose_the_send_slot(
     # The slot came back: the next message is sent, not queued until it times out.
     assert pub.publish(TOPIC, b"after", {}) is not None
     assert fake.messages[-1].data == b"after"
+
+
+def test_a_message_confirmed_as_its_wait_runs_out_answers_with_its_id(
+    fake: FakePublish, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored is stored: a 503 here would only make Svix send it again."""
+    fake.gate.clear()
+    fake.ignore_timeout = True
+    pub = make(timeout_seconds=0.5, max_concurrent_sends=1)
+    holder = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
+    assert fake.entered.acquire(timeout=2)
+    wait = publisher._Pending.wait
+
+    def descheduled(self: publisher._Pending, timeout: float) -> bool:
+        if self.data != b"late":
+            return wait(self, timeout)
+        time.sleep(max(0.0, timeout) + 0.1)
+        return False
+
+    monkeypatch.setattr(publisher._Pending, "wait", descheduled)
+    # "first" leads the next batch and sends "late" with it, long before late's deadline.
+    queued = in_threads(2, lambda n: pub.publish(TOPIC, (b"first", b"late")[n], {}))
+    time.sleep(0.1)
+    fake.gate.set()
+    holder()
+    first, late = queued()
+    assert isinstance(first, str) and isinstance(late, str)
+    assert {m.data for m in fake.requests[-1].messages} == {b"first", b"late"}
 
 
 def test_back_pressure_refuses_beyond_max_outstanding(fake: FakePublish) -> None:
