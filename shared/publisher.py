@@ -245,11 +245,10 @@ class ConfirmingPublisher:
         with self._lock:
             pending.abandoned = True
             if pending.batch is not None:
-                # Handed a batch just as time ran out: pass it on to the next in it.
-                rest = [other for other in pending.batch if other is not pending]
-                pending.batch = None
-                self._outstanding -= 1
-                self._hand_over(rest)
+                # Handed a batch just as time ran out: pass it on; _hand_over skips this
+                # message, now abandoned, like any other whose thread has left.
+                batch, pending.batch = pending.batch, None
+                self._hand_over(batch)
             elif pending.message_id is None and pending.error is None:
                 with contextlib.suppress(ValueError):
                     # Still queued: drop it, it will not be sent after its 503.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -114,6 +114,31 @@ def in_threads(count: int, target: Callable[[int], object]) -> Callable[[], list
     return join
 
 
+def hold_the_send_slot(fake: FakePublish, pub: ConfirmingPublisher) -> Callable[[], object]:
+    """Start one publish whose RPC hangs until `fake.gate` opens, whatever its deadline (the
+    real channel ends an RPC at its deadline; the integration tests freeze the emulator for
+    that). With one send slot, everything published meanwhile queues behind it."""
+    fake.gate.clear()
+    fake.ignore_timeout = True
+    holder = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
+    assert fake.entered.acquire(timeout=2)
+    return holder
+
+
+def oversleep(monkeypatch: pytest.MonkeyPatch, late: Mapping[bytes, float]) -> None:
+    """The threads of these messages are not scheduled until `late[data]` s after their
+    deadline, whatever wakes them: their wait reports a timeout."""
+    wait = publisher._Pending.wait
+
+    def descheduled(self: publisher._Pending, timeout: float) -> bool:
+        if self.data not in late:
+            return wait(self, timeout)
+        time.sleep(max(0.0, timeout) + late[self.data])
+        return False
+
+    monkeypatch.setattr(publisher._Pending, "wait", descheduled)
+
+
 def test_one_message_is_published_byte_exact_with_its_attributes(fake: FakePublish) -> None:
     data = b'{"b": 1,  "a": "\xc3\xa9"}\n'
     attributes = {"event_type": "sync.complete", "webhook_id": "msg_1"}
@@ -210,13 +235,8 @@ def test_no_confirmation_in_time_fails_within_the_timeout(fake: FakePublish) -> 
 
 
 def test_a_queued_message_times_out_too_and_is_then_not_sent(fake: FakePublish) -> None:
-    fake.gate.clear()
-    fake.ignore_timeout = True
     pub = make(timeout_seconds=0.5, batch_max_messages=1, max_concurrent_sends=1)
-    # One publish holds the send slot, its RPC hanging (the real channel ends an RPC
-    # at its deadline; the integration tests freeze the emulator for that).
-    holders = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
-    assert fake.entered.acquire(timeout=2)
+    holders = hold_the_send_slot(fake, pub)
     started = time.monotonic()
     with pytest.raises(publisher.PublishFailed):
         pub.publish(TOPIC, b"queued", {})
@@ -247,24 +267,11 @@ def test_a_batch_handed_to_threads_that_gave_up_does_not_lose_the_send_slot(
 ) -> None:
     """The race: Pub/Sub answers just as the queued messages time out, the next batch
     goes to a thread that has given up, which passes it to one that has already left."""
-    fake.gate.clear()
-    fake.ignore_timeout = True
     # One slot, so that losing it shows: every later publish would wait for nothing.
     pub = make(timeout_seconds=0.5, max_concurrent_sends=1)
-    holder = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
-    assert fake.entered.acquire(timeout=2)
-    # A thread that is not scheduled until after its deadline, whatever wakes it;
+    holder = hold_the_send_slot(fake, pub)
     # "second" (batched after "first") is the first to give up and leave.
-    late = {b"first": 0.3, b"second": 0.1}
-    wait = publisher._Pending.wait
-
-    def descheduled(self: publisher._Pending, timeout: float) -> bool:
-        if self.data not in late:
-            return wait(self, timeout)
-        time.sleep(max(0.0, timeout) + late[self.data])
-        return False
-
-    monkeypatch.setattr(publisher._Pending, "wait", descheduled)
+    oversleep(monkeypatch, {b"first": 0.3, b"second": 0.1})
     queued = in_threads(2, lambda n: pub.publish(TOPIC, (b"first", b"second")[n], {}))
     time.sleep(0.2)
     fake.gate.set()
@@ -279,20 +286,9 @@ def test_a_message_confirmed_as_its_wait_runs_out_answers_with_its_id(
     fake: FakePublish, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stored is stored: a 503 here would only make Svix send it again."""
-    fake.gate.clear()
-    fake.ignore_timeout = True
     pub = make(timeout_seconds=0.5, max_concurrent_sends=1)
-    holder = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
-    assert fake.entered.acquire(timeout=2)
-    wait = publisher._Pending.wait
-
-    def descheduled(self: publisher._Pending, timeout: float) -> bool:
-        if self.data != b"late":
-            return wait(self, timeout)
-        time.sleep(max(0.0, timeout) + 0.1)
-        return False
-
-    monkeypatch.setattr(publisher._Pending, "wait", descheduled)
+    holder = hold_the_send_slot(fake, pub)
+    oversleep(monkeypatch, {b"late": 0.1})
     # "first" leads the next batch and sends "late" with it, long before late's deadline.
     queued = in_threads(2, lambda n: pub.publish(TOPIC, (b"first", b"late")[n], {}))
     time.sleep(0.1)
