@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import ingest_fn.main as ingest_main
 from ingest_fn.service import Ingestor
+from shared import publisher
 
 
 class InstantPublisher:
@@ -23,7 +24,7 @@ class InstantPublisher:
         self._project_id = project_id
 
     def topic_path(self, topic_id: str) -> str:
-        return f"projects/{self._project_id}/topics/{topic_id}"
+        return publisher.topic_path(self._project_id, topic_id)
 
     def publish(self, topic_path: str, data: bytes, attributes: Mapping[str, str]) -> str:
         del topic_path, data, attributes

@@ -64,6 +64,10 @@ _MAX_CONCURRENT_SENDS: Final = 2
 _MESSAGE_OVERHEAD: Final = 64
 
 
+def topic_path(project_id: str, topic_id: str) -> str:
+    return f"projects/{project_id}/topics/{topic_id}"
+
+
 class PublishFailed(RetryableError):
     """Pub/Sub did not confirm the publish in time: the message may not be stored."""
 
@@ -163,7 +167,7 @@ class ConfirmingPublisher:
         self._call: Any = None
 
     def topic_path(self, topic_id: str) -> str:
-        return f"projects/{self._config.project_id}/topics/{topic_id}"
+        return topic_path(self._config.project_id, topic_id)
 
     def publish(self, topic_path: str, data: bytes, attributes: Mapping[str, str]) -> str:
         """Return the message id once Pub/Sub has stored the message.
@@ -299,11 +303,14 @@ class ConfirmingPublisher:
         """Publish `batch`, answer each message's thread, then pass the slot on."""
         try:
             now = time.monotonic()
-            live = [pending for pending in batch if pending.deadline > now]
-            expired = PublishFailed("deadline passed before the message was sent")
+            live: list[_Pending] = []
             for pending in batch:
-                if pending.deadline <= now:
-                    pending.settle(error=expired)
+                if pending.deadline > now:
+                    live.append(pending)
+                else:
+                    pending.settle(
+                        error=PublishFailed("deadline passed before the message was sent")
+                    )
             if live:
                 try:
                     ids = self._publish_batch(live)

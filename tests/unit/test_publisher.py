@@ -356,3 +356,22 @@ def test_a_message_over_the_request_limit_is_rejected_unsent(fake: FakePublish) 
     with pytest.raises(publisher.MessageRejected):
         make().publish(TOPIC, b"x" * PUBSUB_MAX_REQUEST_BYTES, {})
     assert fake.requests == []
+
+
+def test_a_message_whose_deadline_passed_before_its_batch_left_fails_and_is_not_sent(
+    fake: FakePublish,
+) -> None:
+    """A leader woken just before its deadline may reach the send after it, and so may
+    messages in its batch: those answer 503 unsent, the rest go out."""
+    pub = make()
+    pub._start()
+    now = time.monotonic()
+    late = publisher._Pending(TOPIC, b"late", {}, now - 10, timeout=1)
+    live = publisher._Pending(TOPIC, b"live", {}, now, timeout=5)
+    pub._sending, pub._outstanding = 1, 2
+    pub._send([late, live])
+    assert isinstance(late.error, publisher.PublishFailed)
+    assert "before the message was sent" in str(late.error)
+    assert live.message_id == "0"
+    assert [message.data for message in fake.messages] == [b"live"]
+    assert (pub._sending, pub._outstanding) == (0, 0)
