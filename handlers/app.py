@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 import flask
-from google.cloud import firestore
+from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]  # untyped package
 
 from handlers.auth import AuthError, CertificatesUnavailable, OidcVerifier
 from handlers.backfills import BackfillQueue
@@ -37,7 +37,6 @@ from shared.contract import Attr, truncate_utf8
 from shared.errors import InvalidEvent, PermanentError, RetryableError
 from shared.events import REASON_NOT_JSON, AnyEvent, parse_event
 from shared.log import JsonLogger, Severity, TraceContext
-from shared.publisher import ConfirmingPublisher, PublisherConfig
 from shared.routing import Route
 from shared.settings import HandlerSettings
 
@@ -77,15 +76,6 @@ class Runtime:
         self.settings = settings
         self.hooks = hooks
         self.logger = logger
-        self.publisher = ConfirmingPublisher(
-            PublisherConfig(
-                project_id=settings.google_cloud_project,
-                timeout_seconds=settings.publish_timeout_seconds,
-                batch_max_latency_seconds=0.0,
-                batch_max_messages=1,
-                max_outstanding=1000,
-            )
-        )
         self.verifier = (
             None
             if settings.push_auth_disabled
@@ -99,6 +89,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._firestore: firestore.Client | None = None
         self._ledger: Ledger | None = None
+        self._publisher: pubsub_v1.PublisherClient | None = None
 
     @property
     def firestore(self) -> firestore.Client:
@@ -110,6 +101,17 @@ class Runtime:
                         database=self.settings.firestore_database,
                     )
         return self._firestore
+
+    @property
+    def publisher(self) -> pubsub_v1.PublisherClient:
+        """For dead letters only, which are rare: the maintained client, sending each at once."""
+        if self._publisher is None:
+            with self._lock:
+                if self._publisher is None:
+                    self._publisher = pubsub_v1.PublisherClient(
+                        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1)
+                    )
+        return self._publisher
 
     @property
     def ledger(self) -> Ledger:
@@ -300,8 +302,18 @@ def _dead_letter(
     }
     if message is not None:
         dead[Attr.ORIGINAL_MESSAGE_ID.value] = message.message_id
-    topic = runtime.publisher.topic_path(runtime.settings.dead_letter_topic(handler.route.name))
-    runtime.publisher.publish(topic, data, dead)
+    publisher = runtime.publisher
+    topic = publisher.topic_path(
+        runtime.settings.google_cloud_project,
+        runtime.settings.dead_letter_topic(handler.route.name),
+    )
+    try:
+        publisher.publish(topic, data, **dead).result(
+            timeout=runtime.settings.publish_timeout_seconds
+        )
+    except Exception as exc:
+        # Not set aside, so not acknowledged: Pub/Sub keeps the message and delivers it again.
+        raise StorageBusy(f"dead-lettering to {topic} failed: {type(exc).__name__}: {exc}") from exc
 
 
 _OUTCOMES: Final[dict[Outcome, tuple[Severity, str]]] = {
