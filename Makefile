@@ -5,23 +5,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -c1-12)
 # The Cloud Tasks emulator pins protobuf<5: it lives in a virtual environment of its own.
 TASKS_VENV := .venv-tasks
 TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell sha1sum requirements-tasks-emulator.txt | cut -c1-12)
 # checkov likewise: its dependencies would otherwise constrain the runtime's.
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum requirements-checkov.txt | cut -c1-12)
-export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv lint typecheck terraform-check plan deploy deploy-check unit integration test run bench bench-ingest bench-e2e bench-backfill reliability clean
 
 venv: $(STAMP) $(TASKS_STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -69,10 +69,10 @@ bench-ingest: venv
 	$(PY) -m ops.bench_ingest
 
 bench-e2e: venv
-	$(PY) -m ops.bench_e2e
+	$(PY) -m ops.bench.e2e
 
 bench-backfill: venv
-	$(PY) -m ops.bench_backfill
+	$(PY) -m ops.bench.backfill
 
 bench: bench-ingest bench-e2e bench-backfill
 

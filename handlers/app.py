@@ -1,127 +1,47 @@
-"""The push contract: typed handler functions as Flask routes for Pub/Sub push.
+"""The push contract: each route's handler function as a Flask route for Pub/Sub push.
 
 Each route runs the same steps, in this order: authenticate, parse the
-envelope, check the event is this handler's (the emulator ignores
-subscription filters), parse the event, claim it in the ledger, run the
-handler, mark it done. `_respond` is the one place where an outcome or an
-error becomes a status code:
-
-    done, duplicate, not mine, dead-lettered  -> 204 (Pub/Sub acks)
-    retryable error, busy, crash              -> 503 (Pub/Sub redelivers with backoff)
-    authentication failure                    -> 401 / 403, before any work
+envelope, check the event is this route's (the emulator ignores subscription
+filters), parse the event, claim it in the ledger, run the handler, mark it
+done. `_respond` turns the outcome or the error into the answer through
+handlers.errors.disposition, the one mapping the worker uses too.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 import flask
-from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]  # untyped package
 
-from handlers.auth import AuthError, CertificatesUnavailable, OidcVerifier
-from handlers.backfills import BackfillQueue
 from handlers.context import HandlerContext
 from handlers.envelope import MAX_ENVELOPE_BYTES, BadEnvelope, PushMessage, parse_push
-from handlers.hooks import HookRegistry
-from handlers.ledger import ClaimState, LeaseLost, Ledger
-from handlers.transient import is_transient
+from handlers.errors import Busy, Finished, HandlerError, StorageBusy, as_handler_error, disposition
+from handlers.ledger import ClaimState
+from handlers.runtime import Runtime
 from shared.contract import Attr, truncate_utf8
-from shared.errors import InvalidEvent, PermanentError, RetryableError
-from shared.events import REASON_NOT_JSON, AnyEvent, parse_event
-from shared.log import JsonLogger, Severity, TraceContext
+from shared.errors import InvalidEvent, PermanentError
+from shared.events import REASON_NOT_JSON, AnyEvent, WebhookEvent, parse_event
+from shared.log import TraceContext
 from shared.routing import Route
-from shared.settings import HandlerSettings
 
-HandlerFn = Callable[[Any, HandlerContext], None]
-PUSH_PATH: Final = "/push/{route}"
+# What every route's handler is: a function of the parsed event (handlers dispatch on its model).
+HandlerFn = Callable[[WebhookEvent, HandlerContext], None]
+HEALTH_PATH: Final = "/healthz"
 
-
-class Outcome(StrEnum):
-    DONE = "done"
-    DUPLICATE = "duplicate"
-    NOT_MINE = "not_mine"
-    DEAD_LETTERED = "dead_lettered"
-
-
-class Busy(RetryableError):
-    """Another attempt holds a live claim on this event; try again later."""
-
-
-class StorageBusy(RetryableError):
-    """Firestore or Pub/Sub is contended or unavailable for now."""
-
-
-class Crashed(RetryableError):
-    """The handler raised something unexpected; treated as retryable, and logged loudly."""
+DONE: Final = Finished("event_handled")
+DUPLICATE: Final = Finished("duplicate_ignored")
+NOT_MINE: Final = Finished("not_mine")
+DEAD_LETTERED: Final = "dead_lettered"
 
 
 @dataclass(frozen=True)
 class Handler:
     route: Route
     fn: HandlerFn
-
-
-class Runtime:
-    """The service's clients, created on first use and shared by request threads."""
-
-    def __init__(self, settings: HandlerSettings, *, hooks: HookRegistry, logger: JsonLogger):
-        self.settings = settings
-        self.hooks = hooks
-        self.logger = logger
-        self.verifier = (
-            None
-            if settings.push_auth_disabled
-            else OidcVerifier(
-                audience=str(settings.push_audience),
-                allowed_emails=[str(settings.push_service_account)],
-            )
-        )
-        # No network here: the queue creates its client on first use.
-        self.backfills = BackfillQueue(settings) if settings.backfills_configured else None
-        self._lock = threading.Lock()
-        self._firestore: firestore.Client | None = None
-        self._ledger: Ledger | None = None
-        self._publisher: pubsub_v1.PublisherClient | None = None
-
-    @property
-    def firestore(self) -> firestore.Client:
-        if self._firestore is None:
-            with self._lock:
-                if self._firestore is None:
-                    self._firestore = firestore.Client(
-                        project=self.settings.google_cloud_project,
-                        database=self.settings.firestore_database,
-                    )
-        return self._firestore
-
-    @property
-    def publisher(self) -> pubsub_v1.PublisherClient:
-        """For dead letters only, which are rare: the maintained client, sending each at once."""
-        if self._publisher is None:
-            with self._lock:
-                if self._publisher is None:
-                    self._publisher = pubsub_v1.PublisherClient(
-                        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1)
-                    )
-        return self._publisher
-
-    @property
-    def ledger(self) -> Ledger:
-        if self._ledger is None:
-            self._ledger = Ledger(
-                self.firestore,
-                lease_seconds=self.settings.ledger_lease_seconds,
-                retention=timedelta(days=self.settings.ledger_retention_days),
-            )
-        return self._ledger
 
 
 def create_app(handlers: Sequence[Handler], runtime: Runtime) -> flask.Flask:
@@ -136,13 +56,18 @@ def create_app(handlers: Sequence[Handler], runtime: Runtime) -> flask.Flask:
         )
     for handler in handlers:
         app.add_url_rule(
-            PUSH_PATH.format(route=handler.route.name),
+            handler.route.push_path,
             endpoint=handler.route.name,
             view_func=_view(handler, runtime),
             methods=["POST"],
         )
-    app.add_url_rule("/healthz", "healthz", lambda: ("ok", 200), methods=["GET"])
+    add_health_check(app)
     return app
+
+
+def add_health_check(app: flask.Flask) -> None:
+    """GET /healthz answers once the app has loaded: Cloud Run's startup probe, and the stack's."""
+    app.add_url_rule(HEALTH_PATH, "healthz", lambda: ("ok", 200), methods=["GET"])
 
 
 def _view(handler: Handler, runtime: Runtime) -> Callable[[], flask.Response]:
@@ -156,17 +81,17 @@ def _view(handler: Handler, runtime: Runtime) -> Callable[[], flask.Response]:
 class _Delivery:
     """What is known about one push request, for its single log line."""
 
-    handler: str
+    handler: Handler
+    runtime: Runtime
     trace: TraceContext | None
     message: PushMessage | None = None
-    detail: str | None = None
 
 
 def _deliver(handler: Handler, runtime: Runtime, request: flask.Request) -> flask.Response:
     started = time.perf_counter()
     headers = {key.lower(): value for key, value in request.headers.items()}
-    delivery = _Delivery(handler.route.name, TraceContext.from_headers(headers))
-    result: Outcome | Exception
+    delivery = _Delivery(handler, runtime, TraceContext.from_headers(headers))
+    result: Finished | HandlerError
     try:
         if runtime.verifier is not None:
             runtime.verifier.verify(headers.get("authorization"))
@@ -174,58 +99,33 @@ def _deliver(handler: Handler, runtime: Runtime, request: flask.Request) -> flas
         try:
             delivery.message = parse_push(body)
         except BadEnvelope as exc:
-            _dead_letter(
-                runtime,
-                handler,
-                data=body,
-                attributes={},
-                reason=BadEnvelope.reason,
-                detail=str(exc),
-                message=None,
-            )
-            delivery.detail = str(exc)
-            result = Outcome.DEAD_LETTERED
+            result = _dead_letter(delivery, body, {}, BadEnvelope.reason, str(exc))
         else:
-            result = _process(handler, runtime, delivery)
-    except (PermanentError, RetryableError) as exc:
-        result = exc
+            result = _process(delivery)
     except Exception as exc:  # noqa: BLE001
-        if is_transient(exc):
-            result = StorageBusy(f"{type(exc).__name__}: {exc}")
-        else:
-            # Anything unexpected is retried (never acked as if done), and logged with its stack.
-            delivery.detail = "".join(traceback.format_exception(exc))[-4000:]
-            result = Crashed(f"{type(exc).__name__}: {exc}")
-    return _respond(result, delivery, runtime.logger, started)
+        # Anything unexpected is retried (never acknowledged as if done), and logged with its stack.
+        result = as_handler_error(exc)
+    return _respond(result, delivery, started)
 
 
-def _process(handler: Handler, runtime: Runtime, delivery: _Delivery) -> Outcome:
+def _process(delivery: _Delivery) -> Finished:
     message = delivery.message
     assert message is not None
+    handler, runtime = delivery.handler, delivery.runtime
     route = handler.route
     if message.event_type is not None and not route.accepts(message.event_type):
-        return Outcome.NOT_MINE
+        return NOT_MINE
     try:
         event = _parse(message.data)
     except InvalidEvent as exc:
-        _dead_letter(
-            runtime,
-            handler,
-            data=message.data,
-            attributes=message.attributes,
-            reason=exc.reason,
-            detail=exc.detail,
-            message=message,
-        )
-        delivery.detail = str(exc)
-        return Outcome.DEAD_LETTERED
+        return _dead_letter(delivery, message.data, message.attributes, exc.reason, exc.detail)
     if not route.accepts(event.webhook_event_type):
-        return Outcome.NOT_MINE
+        return NOT_MINE
 
     ledger = runtime.ledger
     claim = ledger.claim(route.name, message.webhook_id)
     if claim.state is ClaimState.DONE:
-        return Outcome.DUPLICATE
+        return DUPLICATE
     if claim.state is ClaimState.BUSY:
         raise Busy(f"another attempt holds {route.name}/{message.webhook_id}")
 
@@ -238,41 +138,21 @@ def _process(handler: Handler, runtime: Runtime, delivery: _Delivery) -> Outcome
         trace=delivery.trace,
         _ledger=ledger,
         _claim=claim,
+        backfill_store=runtime.backfill_store,
         backfills=runtime.backfills,
     )
     try:
         handler.fn(event, context)
         if not context.completed:
             ledger.complete(claim)
-    except LeaseLost:
-        # Our effect ran, but so may another attempt's: say so loudly, ack anyway.
-        runtime.logger.log(
-            "ERROR",
-            "lease_lost",
-            f"{route.name} finished after its lease expired; the effect may have run twice",
-            trace=delivery.trace,
-            handler=route.name,
-            webhook_id=message.webhook_id,
-        )
-        return Outcome.DONE
     except PermanentError as exc:
         ledger.release(claim, error=str(exc))
         reason = getattr(exc, "reason", "handler_failed")
-        _dead_letter(
-            runtime,
-            handler,
-            data=message.data,
-            attributes=message.attributes,
-            reason=reason,
-            detail=str(exc),
-            message=message,
-        )
-        delivery.detail = str(exc)
-        return Outcome.DEAD_LETTERED
+        return _dead_letter(delivery, message.data, message.attributes, reason, str(exc))
     except BaseException as exc:
         ledger.release(claim, error=f"{type(exc).__name__}: {exc}")
         raise
-    return Outcome.DONE
+    return DONE
 
 
 def _parse(data: bytes) -> AnyEvent:
@@ -284,77 +164,45 @@ def _parse(data: bytes) -> AnyEvent:
 
 
 def _dead_letter(
-    runtime: Runtime,
-    handler: Handler,
-    *,
-    data: bytes,
-    attributes: dict[str, str],
-    reason: str,
-    detail: str,
-    message: PushMessage | None,
-) -> None:
+    delivery: _Delivery, data: bytes, attributes: dict[str, str], reason: str, detail: str
+) -> Finished:
     """Set a message aside with its original attributes and why; raises if not stored."""
+    route, runtime, message = delivery.handler.route.name, delivery.runtime, delivery.message
     dead = {
         **attributes,
         Attr.REASON.value: reason,
         Attr.REASON_DETAIL.value: truncate_utf8(detail),
-        Attr.HANDLER.value: handler.route.name,
+        Attr.HANDLER.value: route,
     }
     if message is not None:
         dead[Attr.ORIGINAL_MESSAGE_ID.value] = message.message_id
+    settings = runtime.settings
     publisher = runtime.publisher
-    topic = publisher.topic_path(
-        runtime.settings.google_cloud_project,
-        runtime.settings.dead_letter_topic(handler.route.name),
-    )
+    topic = publisher.topic_path(settings.google_cloud_project, settings.dead_letter_topic(route))
     try:
-        publisher.publish(topic, data, **dead).result(
-            timeout=runtime.settings.publish_timeout_seconds
-        )
+        publisher.publish(topic, data, **dead).result(timeout=settings.publish_timeout_seconds)
     except Exception as exc:
         # Not set aside, so not acknowledged: Pub/Sub keeps the message and delivers it again.
         raise StorageBusy(f"dead-lettering to {topic} failed: {type(exc).__name__}: {exc}") from exc
-
-
-_OUTCOMES: Final[dict[Outcome, tuple[Severity, str]]] = {
-    Outcome.DONE: ("INFO", "event_handled"),
-    Outcome.DUPLICATE: ("INFO", "duplicate_ignored"),
-    Outcome.NOT_MINE: ("INFO", "not_mine"),
-    Outcome.DEAD_LETTERED: ("WARNING", "dead_lettered"),
-}
+    return Finished(DEAD_LETTERED, "WARNING", detail)
 
 
 def _respond(
-    result: Outcome | Exception, delivery: _Delivery, logger: JsonLogger, started: float
+    result: Finished | HandlerError, delivery: _Delivery, started: float
 ) -> flask.Response:
-    """The one place where an outcome or an error becomes a status code and a log line."""
-    status: int
-    severity: Severity
-    if isinstance(result, Outcome):
-        status = 204
-        severity, event = _OUTCOMES[result]
-    elif isinstance(result, AuthError):
-        status, severity, event = result.status, "WARNING", "push_unauthenticated"
-    elif isinstance(result, CertificatesUnavailable | Busy | StorageBusy):
-        status, severity, event = 503, "WARNING", "retry_later"
-    elif isinstance(result, Crashed):
-        status, severity, event = 503, "ERROR", "handler_crashed"
-    elif isinstance(result, RetryableError):
-        status, severity, event = 503, "WARNING", "handler_retry"
-    else:
-        # A permanent error that could not even be dead-lettered: keep it in Pub/Sub.
-        status, severity, event = 503, "ERROR", "handler_failed"
+    answer = disposition(result)
     message = delivery.message
-    logger.log(
-        severity,
-        event,
-        f"{delivery.handler}: {event}",
+    finished = isinstance(result, Finished)
+    delivery.runtime.logger.log(
+        answer.severity,
+        answer.event,
+        f"{delivery.handler.route.name}: {answer.event}",
         trace=delivery.trace,
-        handler=delivery.handler,
-        outcome=result.value if isinstance(result, Outcome) else type(result).__name__,
-        error=None if isinstance(result, Outcome) else str(result),
-        detail=delivery.detail,
-        status=status,
+        handler=delivery.handler.route.name,
+        outcome=answer.event if finished else type(result).__name__,
+        error=None if finished else str(result),
+        detail=result.detail if isinstance(result, Finished) else getattr(result, "stack", None),
+        status=answer.status,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
         webhook_id=message.attributes.get(Attr.WEBHOOK_ID) if message else None,
         event_type=message.event_type if message else None,
@@ -362,4 +210,4 @@ def _respond(
         delivery_attempt=message.delivery_attempt if message else None,
         subscription=message.subscription if message else None,
     )
-    return flask.Response(status=status)
+    return flask.Response(status=answer.status)

@@ -13,13 +13,13 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 import requests
 from google.auth import exceptions as auth_exceptions
 from google.auth import jwt
 
-from shared.errors import PermanentError, RetryableError
+from handlers.errors import CertificatesUnavailable, Forbidden, Unauthenticated
 
 GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS: Final = frozenset({"accounts.google.com", "https://accounts.google.com"})
@@ -36,28 +36,6 @@ _MAX_AGE = re.compile(r"max-age=(\d+)")
 # What google-auth raises on a bad token: its own errors (ValueError subclasses), TypeError for
 # ill-typed claims, and RecursionError from json on a deeply nested segment.
 _JWT_ERRORS: Final = (ValueError, TypeError, RecursionError, auth_exceptions.GoogleAuthError)
-
-
-class AuthError(PermanentError):
-    status: ClassVar[int] = 401
-
-
-class Unauthenticated(AuthError):
-    """No valid token: missing, malformed, forged, expired, or meant for someone else."""
-
-    status = 401
-
-
-class Forbidden(AuthError):
-    """A valid token, but not from the identity allowed to call this service."""
-
-    status = 403
-
-
-class CertificatesUnavailable(RetryableError):
-    """Google's certificates could not be fetched: not the caller's fault, retry."""
-
-    status: ClassVar[int] = 503
 
 
 class OidcVerifier:

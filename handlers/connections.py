@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import singledispatch
 from typing import Any
 
 from google.cloud import firestore
@@ -10,21 +11,51 @@ from google.cloud import firestore
 from handlers.context import HandlerContext
 from handlers.hooks import DeletedConnection
 from handlers.store import CONNECTIONS, doc_id
-from shared.events import AnyEvent, ConnectionCreated, ConnectionDeleted, normalise_customer_id
+from shared.events import (
+    ConnectionCreated,
+    ConnectionDeleted,
+    WebhookEvent,
+    normalise_customer_id,
+)
 
 
-def handle(event: AnyEvent, context: HandlerContext) -> None:
-    if isinstance(event, ConnectionDeleted):
-        _run_cleanups(event, context)
-    if isinstance(event, ConnectionCreated | ConnectionDeleted):
-        _record(event, context)
+@singledispatch
+def handle(event: WebhookEvent, context: HandlerContext) -> None:
+    """The route's events, by model."""
 
 
-def _record(event: ConnectionCreated | ConnectionDeleted, context: HandlerContext) -> None:
+@handle.register
+def _created(event: ConnectionCreated, context: HandlerContext) -> None:
+    _record(
+        event, context, {"status": "active", "application_id": event.application_id}, created=True
+    )
+
+
+@handle.register
+def _deleted(event: ConnectionDeleted, context: HandlerContext) -> None:
+    _run_cleanups(event, context)
+    _record(
+        event,
+        context,
+        {
+            "status": "deleted",
+            "connection_id": event.connection_id,
+            "deleted_at": datetime.fromtimestamp(context.webhook_timestamp, UTC),
+        },
+        created=False,
+    )
+
+
+def _record(
+    event: ConnectionCreated | ConnectionDeleted,
+    context: HandlerContext,
+    fields: dict[str, Any],
+    *,
+    created: bool,
+) -> None:
     customer = normalise_customer_id(event.customer_id)
     ref = context.firestore.collection(CONNECTIONS).document(doc_id(customer, event.provider_name))
     sent_at = context.webhook_timestamp
-    deleted = isinstance(event, ConnectionDeleted)
 
     def write(transaction: firestore.Transaction) -> None:
         current: dict[str, Any] = ref.get(transaction=transaction).to_dict() or {}
@@ -37,20 +68,15 @@ def _record(event: ConnectionCreated | ConnectionDeleted, context: HandlerContex
             "provider_name": event.provider_name,
             "provider_id": event.provider_id,
             "category": event.category,
-            "status": "deleted" if deleted else "active",
             "last_result": event.result,
             "last_event_type": event.webhook_event_type,
             "last_event_at": sent_at,
             "last_webhook_id": context.webhook_id,
             "updated_at": datetime.now(UTC),
+            **fields,
         }
-        if deleted:
-            update["connection_id"] = event.connection_id  # type: ignore[union-attr]
-            update["deleted_at"] = datetime.fromtimestamp(sent_at, UTC)
-        else:
-            update["application_id"] = event.application_id  # type: ignore[union-attr]
-            if "created_at" not in current:
-                update["created_at"] = datetime.fromtimestamp(sent_at, UTC)
+        if created and "created_at" not in current:
+            update["created_at"] = datetime.fromtimestamp(sent_at, UTC)
         transaction.set(ref, update, merge=True)
 
     context.commit(write)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from google.cloud.firestore import Client, Transaction, transactional
 
+from handlers.backfill_store import BackfillStore
 from handlers.envelope import PushMessage
 from handlers.hooks import HookRegistry
 from handlers.ledger import Claim, Ledger
+from handlers.tasks_queue import BackfillQueue
 from shared.contract import Attr
 from shared.log import JsonLogger, Severity, TraceContext
-
-if TYPE_CHECKING:
-    from handlers.backfills import BackfillQueue
 
 T = TypeVar("T")
 
@@ -30,6 +29,7 @@ class HandlerContext:
     trace: TraceContext | None
     _ledger: Ledger
     _claim: Claim
+    backfill_store: BackfillStore
     # Set on services that schedule backfills (TASKS_* settings).
     backfills: BackfillQueue | None = None
     completed: bool = field(default=False, init=False)

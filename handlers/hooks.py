@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shared.errors import PermanentError, RetryableError
-from shared.events import AnyEvent
+from shared.events import ConnectionDeleted, SyncCompleteRun
 
 __all__ = [
     "BackfillChunk",
@@ -60,7 +60,7 @@ class TransformRun:
     num_records_synced: int | None
     # The value the hook returned last time for this (customer, provider, object), or None.
     high_water_mark: str | None
-    event: AnyEvent
+    event: SyncCompleteRun
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class DeletedConnection:
     customer_id: str  # normalised: the bare external id
     provider_name: str
     connection_id: str
-    event: AnyEvent
+    event: ConnectionDeleted
 
 
 @dataclass(frozen=True)

@@ -2,25 +2,29 @@
 
 Pub/Sub and Svix both deliver at least once, so the same webhook reaches a
 handler several times, sometimes concurrently. Before working, a handler
-claims the ledger entry in a Firestore transaction; the claim is a lease, so
-an attempt that crashed stops blocking the event once the lease expires.
+claims the ledger entry; the claim is a lease (handlers/lease.py), so an
+attempt that crashed stops blocking the event once the lease expires.
 Firestore effects can commit in the same transaction that marks the entry
-done (see `complete`), which makes them exactly-once, not just at-most-once
+done (see `mark_done`), which makes them exactly-once, not just at-most-once
 per lease.
 """
 
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
+from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
+from handlers.lease import RELEASED, Lease, Leases
+
 COLLECTION: Final = "processed_events"
+# Entries carry this field for the Firestore TTL policy Terraform sets on it.
+EXPIRES_FIELD: Final = "expires_at"
 
 
 class ClaimState(StrEnum):
@@ -29,16 +33,12 @@ class ClaimState(StrEnum):
     BUSY = "busy"  # another attempt holds a live lease: retry later
 
 
-class LeaseLost(RuntimeError):
-    """Our lease expired and another attempt took the event over."""
-
-
 @dataclass(frozen=True)
 class Claim:
     state: ClaimState
     ref: firestore.DocumentReference
-    token: str
     attempt: int
+    lease: Lease | None = None
 
 
 class Ledger:
@@ -51,7 +51,7 @@ class Ledger:
         collection: str = COLLECTION,
     ) -> None:
         self._client = client
-        self._lease = timedelta(seconds=lease_seconds)
+        self._leases = Leases(client, timedelta(seconds=lease_seconds))
         self._retention = retention
         self._collection = collection
 
@@ -61,56 +61,77 @@ class Ledger:
         return self._client.collection(self._collection).document(f"{handler}:{digest}")
 
     def claim(self, handler: str, webhook_id: str, *, now: datetime | None = None) -> Claim:
+        """Take the event, or say it is done or held by a live attempt."""
         now = now or datetime.now(UTC)
         ref = self.ref(handler, webhook_id)
-        token = uuid.uuid4().hex
-
-        @firestore.transactional
-        def attempt(transaction: firestore.Transaction) -> Claim:
-            snapshot = ref.get(transaction=transaction)
-            previous: dict[str, Any] = snapshot.to_dict() or {}
-            state = previous.get("state")
-            if state == "done":
-                return Claim(ClaimState.DONE, ref, "", previous.get("attempts", 0))
-            lease_expires = previous.get("lease_expires_at")
-            if state == "running" and lease_expires is not None and lease_expires > now:
-                return Claim(ClaimState.BUSY, ref, "", previous.get("attempts", 0))
-            attempts = int(previous.get("attempts", 0)) + 1
-            transaction.set(
-                ref,
+        lease, held = self._leases.grant(ref, now)
+        running = {
+            "state": "running",
+            **held,
+            "updated_at": now,
+            EXPIRES_FIELD: now + self._retention,
+        }
+        try:
+            # The usual case, a first delivery: one write that fails if the entry exists, so
+            # concurrent duplicates need no transaction and wait on no lock.
+            ref.create(
                 {
                     "handler": handler,
                     "webhook_id": webhook_id,
-                    "state": "running",
-                    "lease_token": token,
-                    "lease_expires_at": now + self._lease,
-                    "attempts": attempts,
-                    "first_claimed_at": previous.get("first_claimed_at", now),
-                    "updated_at": now,
-                    # A Firestore TTL policy on this field deletes old entries.
-                    "expires_at": now + self._retention,
-                },
+                    **running,
+                    "attempts": 1,
+                    "first_claimed_at": now,
+                }
             )
-            return Claim(ClaimState.ACQUIRED, ref, token, attempts)
+            return Claim(ClaimState.ACQUIRED, ref, 1, lease)
+        except api_exceptions.AlreadyExists:
+            pass
+        # Seen before. Done and a live lease need no transaction either: done is final, and a
+        # lease that is live now is still live when the redelivery is answered with 503.
+        seen = self._settled(ref, ref.get().to_dict() or {}, now)
+        if seen is not None:
+            return seen
 
-        result: Claim = attempt(self._client.transaction())
-        return result
+        @firestore.transactional
+        def take_over(transaction: firestore.Transaction) -> Claim:
+            # A failed attempt, or one whose lease expired: take it over, unless that changed.
+            previous: dict[str, Any] = ref.get(transaction=transaction).to_dict() or {}
+            settled = self._settled(ref, previous, now)
+            if settled is not None:
+                return settled
+            attempts = int(previous.get("attempts", 0)) + 1
+            transaction.update(ref, {**running, "attempts": attempts})
+            return Claim(ClaimState.ACQUIRED, ref, attempts, lease)
 
-    def check_lease(self, claim: Claim, transaction: firestore.Transaction) -> None:
+        claim: Claim = take_over(self._client.transaction())
+        return claim
+
+    @staticmethod
+    def _settled(
+        ref: firestore.DocumentReference, entry: dict[str, Any], now: datetime
+    ) -> Claim | None:
+        attempts = int(entry.get("attempts", 0))
+        if entry.get("state") == "done":
+            return Claim(ClaimState.DONE, ref, attempts)
+        if entry.get("state") == "running" and Leases.is_held(entry, now):
+            return Claim(ClaimState.BUSY, ref, attempts)
+        return None
+
+    @staticmethod
+    def check_lease(claim: Claim, transaction: firestore.Transaction) -> None:
         """Read, inside `transaction`, that the claim is still ours; raise LeaseLost if not.
 
         With `mark_done` in the same transaction as a handler's writes, the
         writes and the done mark commit together or not at all.
         """
-        current = claim.ref.get(transaction=transaction).to_dict() or {}
-        if current.get("lease_token") != claim.token or current.get("state") != "running":
-            raise LeaseLost(f"lease on {claim.ref.id} was taken over")
+        assert claim.lease is not None
+        Leases.check(claim.lease, transaction)
 
-    def mark_done(self, claim: Claim, transaction: firestore.Transaction) -> None:
+    @staticmethod
+    def mark_done(claim: Claim, transaction: firestore.Transaction) -> None:
         now = datetime.now(UTC)
         transaction.update(
-            claim.ref,
-            {"state": "done", "completed_at": now, "updated_at": now, "lease_expires_at": None},
+            claim.ref, {"state": "done", "completed_at": now, "updated_at": now, **RELEASED}
         )
 
     def complete(self, claim: Claim) -> None:
@@ -125,23 +146,11 @@ class Ledger:
 
     def release(self, claim: Claim, *, error: str) -> None:
         """Give the event back after a failed attempt, so a redelivery can run it at once."""
-
-        @firestore.transactional
-        def run(transaction: firestore.Transaction) -> None:
-            current = claim.ref.get(transaction=transaction).to_dict() or {}
-            if current.get("lease_token") != claim.token or current.get("state") != "running":
-                return
-            transaction.update(
-                claim.ref,
-                {
-                    "state": "failed",
-                    "last_error": error[:1500],
-                    "lease_expires_at": None,
-                    "updated_at": datetime.now(UTC),
-                },
-            )
-
-        run(self._client.transaction())
+        assert claim.lease is not None
+        self._leases.release(
+            claim.lease,
+            {"state": "failed", "last_error": error[:1500], "updated_at": datetime.now(UTC)},
+        )
 
     def state(self, handler: str, webhook_id: str) -> dict[str, Any] | None:
         snapshot = self.ref(handler, webhook_id).get()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import flask
 
-from handlers.app import Runtime, create_app
+from handlers.app import create_app
 from handlers.hooks import hooks, load_hook_modules
-from handlers.services import WORKER_SERVICE, handlers_for
+from handlers.runtime import Runtime
+from handlers.services import handlers_for, is_worker
 from handlers.worker import create_worker_app
 from shared.log import JsonLogger
 from shared.settings import HandlerSettings, load_or_exit
@@ -25,6 +26,6 @@ def create_service_app(settings: HandlerSettings | None = None) -> flask.Flask:
     )
     load_hook_modules(settings.hook_modules)
     runtime = Runtime(settings, hooks=hooks, logger=logger)
-    if settings.service == WORKER_SERVICE:
+    if is_worker(settings.service):
         return create_worker_app(runtime)
     return create_app(handlers_for(settings.service), runtime)

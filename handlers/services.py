@@ -1,41 +1,38 @@
-"""Which handler function serves which route, and which routes each service runs.
+"""Which function handles each route, and what each service runs, from the routing table.
 
-The routing table (shared/routing.json) groups routes into services; this
-module binds each route to its function. One image runs every service, chosen
-by the SERVICE setting.
+The routing table (shared/routing.json) names every service and, per route, the
+handler module whose `handle` receives its events; one image runs every service,
+chosen by the SERVICE setting. Nothing here lists a service or a route again.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import importlib
 
-from handlers import alerts, backfills, connections, sync_state
 from handlers.app import Handler, HandlerFn
-from shared.routing import load_routes
-
-FUNCTIONS: Final[dict[str, HandlerFn]] = {
-    "alerts": alerts.handle,
-    "connections": connections.handle,
-    "sync-state": sync_state.handle,
-    "backfill-scheduler": backfills.handle,
-}
+from shared.routing import Route, RoutingTable, load_table
 
 
-# The backfill worker is called by Cloud Tasks, not by a push subscription.
-WORKER_SERVICE: Final = "backfill-worker"
+def handler_function(route: Route) -> HandlerFn:
+    """The route's `handle`, imported from its module; a missing one fails start-up."""
+    module = importlib.import_module(route.handler)
+    function = getattr(module, "handle", None)
+    if not callable(function):
+        raise ValueError(f"route {route.name!r}: {route.handler} has no handle(event, context)")
+    handle: HandlerFn = function
+    return handle
 
 
-def services() -> set[str]:
-    """Every service the image can run."""
-    return {route.service for route in load_routes().values()} | {WORKER_SERVICE}
-
-
-def handlers_for(service: str) -> list[Handler]:
-    """The handlers of one service; an unknown service or an unbound route fails start-up."""
-    routes = [route for route in load_routes().values() if route.service == service]
+def handlers_for(service: str, table: RoutingTable | None = None) -> list[Handler]:
+    """The handlers of one push service; an unknown service fails start-up."""
+    table = table or load_table()
+    routes = table.routes_of(service)
     if not routes:
-        raise ValueError(f"no route in the routing table has service {service!r}")
-    unbound = [route.name for route in routes if route.name not in FUNCTIONS]
-    if unbound:
-        raise ValueError(f"routes without a handler function: {', '.join(unbound)}")
-    return [Handler(route, FUNCTIONS[route.name]) for route in routes]
+        known = ", ".join(sorted(table.services))
+        raise ValueError(f"service {service!r} has no route in the routing table (known: {known})")
+    return [Handler(route, handler_function(route)) for route in routes]
+
+
+def is_worker(service: str, table: RoutingTable | None = None) -> bool:
+    """True for the service Cloud Tasks calls (the backfill worker)."""
+    return service == (table or load_table()).worker.name

@@ -8,6 +8,7 @@ one transaction with the ledger's done mark, and only if every hook succeeded.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import singledispatch
 from typing import Any
 
 from google.cloud import firestore
@@ -15,41 +16,21 @@ from google.cloud import firestore
 from handlers.context import HandlerContext
 from handlers.hooks import TransformRun
 from handlers.store import SYNC_STATE, doc_id
-from shared.events import AnyEvent, SyncCompleteEntity, SyncCompleteObject
+from shared.events import SyncCompleteRun, WebhookEvent
 
 
-def handle(event: AnyEvent, context: HandlerContext) -> None:
-    if not isinstance(event, SyncCompleteObject | SyncCompleteEntity):
-        return
-    object_name = event.object if isinstance(event, SyncCompleteObject) else event.entity_name
+@singledispatch
+def handle(event: WebhookEvent, context: HandlerContext) -> None:
+    """The route's events, by model."""
+
+
+@handle.register
+def _sync_complete(event: SyncCompleteRun, context: HandlerContext) -> None:
+    object_name = event.synced_object
     ref = context.firestore.collection(SYNC_STATE).document(
         doc_id(event.customer_id, event.provider_name, object_name)
     )
-    marks: dict[str, str | None] = {}
-    if event.result == "SUCCESS":
-        stored = (ref.get().to_dict() or {}).get("high_water_marks", {})
-        for hook in context.hooks.transforms_for(
-            provider=event.provider_name, object_name=object_name
-        ):
-            run = TransformRun(
-                customer_id=event.customer_id,
-                provider_name=event.provider_name,
-                object=object_name,
-                connection_id=event.connection_id,
-                run_id=event.run_id,
-                num_records_synced=event.num_records_synced,
-                high_water_mark=stored.get(hook.name),
-                event=event,
-            )
-            new_mark = hook.fn(run)
-            marks[hook.name] = new_mark if new_mark is not None else run.high_water_mark
-            context.log(
-                "INFO",
-                "transform_hook_done",
-                f"{hook.name} transformed {object_name} for customer {event.customer_id}",
-                hook=hook.name,
-                high_water_mark=marks[hook.name],
-            )
+    marks = _run_transforms(event, context, ref) if event.result == "SUCCESS" else {}
     sent_at = context.webhook_timestamp
 
     def write(transaction: firestore.Transaction) -> None:
@@ -80,3 +61,33 @@ def handle(event: AnyEvent, context: HandlerContext) -> None:
         transaction.set(ref, update, merge=True)
 
     context.commit(write)
+
+
+def _run_transforms(
+    event: SyncCompleteRun, context: HandlerContext, ref: firestore.DocumentReference
+) -> dict[str, str | None]:
+    """Run each matching transform hook from its stored mark; the new marks by hook."""
+    object_name = event.synced_object
+    stored = (ref.get().to_dict() or {}).get("high_water_marks", {})
+    marks: dict[str, str | None] = {}
+    for hook in context.hooks.transforms_for(provider=event.provider_name, object_name=object_name):
+        run = TransformRun(
+            customer_id=event.customer_id,
+            provider_name=event.provider_name,
+            object=object_name,
+            connection_id=event.connection_id,
+            run_id=event.run_id,
+            num_records_synced=event.num_records_synced,
+            high_water_mark=stored.get(hook.name),
+            event=event,
+        )
+        new_mark = hook.fn(run)
+        marks[hook.name] = new_mark if new_mark is not None else run.high_water_mark
+        context.log(
+            "INFO",
+            "transform_hook_done",
+            f"{hook.name} transformed {object_name} for customer {event.customer_id}",
+            hook=hook.name,
+            high_water_mark=marks[hook.name],
+        )
+    return marks

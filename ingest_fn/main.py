@@ -7,25 +7,16 @@ turns the outcome or the typed error into a response, and writes one log line.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
-# The Functions Framework loads this file by path and puts only its folder on
-# sys.path; the packages `ingest_fn` and `shared` sit one level up, both in the
-# repository and in the deployed source archive.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import flask
+import functions_framework
 
-import flask  # noqa: E402
-import functions_framework  # noqa: E402
-
-from ingest_fn.classify import Destination  # noqa: E402
-from ingest_fn.errors import MethodNotAllowed, PublishFailed, RequestRejected  # noqa: E402
-from ingest_fn.service import Ingestor, Stored  # noqa: E402
-from shared.log import JsonLogger, Severity, TraceContext  # noqa: E402
-from shared.settings import IngestSettings, load_or_exit  # noqa: E402
+from ingest_fn.classify import Destination
+from ingest_fn.errors import MethodNotAllowed, PublishFailed, RequestRejected
+from ingest_fn.service import Ingestor, Stored
+from shared.log import JsonLogger, Severity, TraceContext
+from shared.settings import IngestSettings, load_or_exit
 
 # Validated at load so a misconfigured deployment fails to start instead of
 # answering every webhook with an error; no network client is created here.

@@ -1,5 +1,5 @@
-"""`python -m ops`: the operator CLI (see ops/cli.py)."""
+"""`python -m ops`: the operator CLI (see ops/cli/main.py)."""
 
-from ops.cli import main
+from ops.cli.main import main
 
 raise SystemExit(main())

@@ -63,7 +63,9 @@ from typing import Final
 from google.cloud import pubsub_v1  # type: ignore[attr-defined, unused-ignore]
 
 from ops import pubsub_admin
-from ops.emulators import LOOPBACK, Emulator, free_port, start_pubsub
+from ops.defaults import LOOPBACK
+from ops.local.emulators import Emulator, start_pubsub
+from ops.local.processes import free_port
 from ops.signing import DEV_SECRET, new_webhook_id, signed_headers
 from shared.contract import Attr
 from shared.settings import IngestSettings

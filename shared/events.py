@@ -27,12 +27,17 @@ _RECONNECT_PREFIXES: Final = (
 )
 
 
-class SupaglueEvent(BaseModel):
-    """Fields every event has; the base of every model below."""
+class WebhookEvent(BaseModel):
+    """Any webhook this code accepts, known or not: a flat object that names its type."""
 
     model_config = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=True)
 
     webhook_event_type: str
+
+
+class SupaglueEvent(WebhookEvent):
+    """Fields every known event has; the base of the known models below."""
+
     customer_id: Id
     provider_name: Id
 
@@ -52,7 +57,9 @@ class SupaglueEvent(BaseModel):
         return None
 
 
-class _SyncCompleteBase(SupaglueEvent):
+class SyncCompleteRun(SupaglueEvent):
+    """One finished sync run, of either variant below."""
+
     webhook_event_type: Literal["sync.complete"]
     run_id: Id
     connection_id: Id
@@ -60,21 +67,34 @@ class _SyncCompleteBase(SupaglueEvent):
     num_records_synced: int | None = None
     error_message: str | None = None
 
+    @property
+    def synced_object(self) -> str:
+        """What the run synced: the object, or the entity's name."""
+        raise NotImplementedError
 
-class SyncCompleteObject(_SyncCompleteBase):
+
+class SyncCompleteObject(SyncCompleteRun):
     """A sync run of one object (the current variant)."""
 
     type: Literal["object"]
     object_type: str
     object: str
 
+    @property
+    def synced_object(self) -> str:
+        return self.object
 
-class SyncCompleteEntity(_SyncCompleteBase):
+
+class SyncCompleteEntity(SyncCompleteRun):
     """A sync run of one entity (the deprecated entities feature)."""
 
     type: Literal["entity"]
     entity_id: Id
     entity_name: str
+
+    @property
+    def synced_object(self) -> str:
+        return self.entity_name
 
 
 SyncComplete = Annotated[SyncCompleteObject | SyncCompleteEntity, Field(discriminator="type")]
@@ -124,7 +144,9 @@ class ConnectionDeleted(SupaglueEvent):
         return normalise_customer_id(self.customer_id)
 
 
-class _EntityMapping(SupaglueEvent):
+class EntityMappingChange(SupaglueEvent):
+    """A customer changed an entity mapping (deprecated events, still sent)."""
+
     entity_id: Id
     application_id: Id
     connection_id: Id
@@ -134,19 +156,21 @@ class _EntityMapping(SupaglueEvent):
     error_message: str | None = None
 
 
-class EntityMappingCreated(_EntityMapping):
+class EntityMappingCreated(EntityMappingChange):
     webhook_event_type: Literal["entity.entity_mapping.created"]
 
 
-class EntityMappingUpdated(_EntityMapping):
+class EntityMappingUpdated(EntityMappingChange):
     webhook_event_type: Literal["entity.entity_mapping.updated"]
 
 
-class EntityMappingDeleted(_EntityMapping):
+class EntityMappingDeleted(EntityMappingChange):
     webhook_event_type: Literal["entity.entity_mapping.deleted"]
 
 
-class _ObjectFieldMapping(SupaglueEvent):
+class FieldMappingChange(SupaglueEvent):
+    """A customer changed an object's field mapping (deprecated events, still sent)."""
+
     connection_id: Id
     application_id: Id
     object_name: str
@@ -156,18 +180,16 @@ class _ObjectFieldMapping(SupaglueEvent):
     error_message: str | None = None
 
 
-class ObjectFieldMappingCreated(_ObjectFieldMapping):
+class ObjectFieldMappingCreated(FieldMappingChange):
     webhook_event_type: Literal["object.field_mapping.created"]
 
 
-class ObjectFieldMappingUpdated(_ObjectFieldMapping):
+class ObjectFieldMappingUpdated(FieldMappingChange):
     webhook_event_type: Literal["object.field_mapping.updated"]
 
 
-class UnknownEvent(BaseModel):
+class UnknownEvent(WebhookEvent):
     """An event type this code does not know yet; kept, never rejected."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=True)
 
     webhook_event_type: Annotated[str, StringConstraints(min_length=1)]
 

@@ -1,21 +1,40 @@
-"""The routing table: which handler receives which event types.
+"""The routing table: which services run, and which handler receives which event types.
 
 The table is `routing.json` beside this file, read by this module and by
-Terraform alike, so the subscription filters in the cloud and the checks in
-the handlers cannot drift apart.
+Terraform alike (terraform/routing.tf), so the subscription filters in the
+cloud, the handlers' own checks, the services the local stack starts and the
+Cloud Run services Terraform creates cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Literal, cast
 
 ROUTING_FILE: Final = Path(__file__).with_name("routing.json")
 # Pub/Sub's limit on a subscription filter's length.
 MAX_FILTER_BYTES: Final = 256
+# Where a route's service receives its push requests (terraform/pubsub.tf builds the same URL).
+PUSH_PATH: Final = "/push/{route}"
+
+Caller = Literal["pubsub", "tasks"]
+_CALLERS: Final[frozenset[str]] = frozenset({"pubsub", "tasks"})
+
+
+@dataclass(frozen=True)
+class Service:
+    """One Cloud Run service of the handler image (SERVICE selects it)."""
+
+    name: str
+    local_port: int
+    # Pub/Sub push delivers its routes' events; Cloud Tasks calls the backfill worker.
+    called_by: Caller = "pubsub"
+    # Creates backfill chunk tasks, so it needs the queue's settings and grants.
+    enqueues_backfills: bool = False
 
 
 @dataclass(frozen=True)
@@ -23,13 +42,38 @@ class Route:
     name: str
     service: str
     event_types: tuple[str, ...]
+    # The module whose `handle` function receives the route's events.
+    handler: str = ""
 
     def accepts(self, event_type: str) -> bool:
         return any(_matches(pattern, event_type) for pattern in self.event_types)
 
+    @property
+    def push_path(self) -> str:
+        return PUSH_PATH.format(route=self.name)
+
     def subscription_filter(self) -> str:
         """The Pub/Sub filter expression Terraform builds for this route."""
         return " OR ".join(_filter_term(pattern) for pattern in self.event_types)
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    services: Mapping[str, Service]
+    routes: Mapping[str, Route]
+
+    def routes_of(self, service: str) -> list[Route]:
+        return [route for route in self.routes.values() if route.service == service]
+
+    def routes_for(self, event_type: str) -> list[Route]:
+        """Every route that receives this event type."""
+        return [route for route in self.routes.values() if route.accepts(event_type)]
+
+    @property
+    def worker(self) -> Service:
+        """The service Cloud Tasks calls: the backfill worker."""
+        [worker] = [s for s in self.services.values() if s.called_by == "tasks"]
+        return worker
 
 
 def _matches(pattern: str, event_type: str) -> bool:
@@ -45,23 +89,56 @@ def _filter_term(pattern: str) -> str:
 
 
 @cache
-def load_routes(path: Path = ROUTING_FILE) -> dict[str, Route]:
-    """Routes by name, validated; raises ValueError for a malformed table."""
+def load_table(path: Path = ROUTING_FILE) -> RoutingTable:
+    """The table, validated; raises ValueError naming the route or service that is wrong."""
     table = json.loads(path.read_text())
-    routes = {}
-    for name, entry in table["routes"].items():
-        types = tuple(entry["event_types"])
-        if not types or not all(isinstance(t, str) and t for t in types):
-            raise ValueError(f"route {name!r}: event_types must be non-empty strings")
-        if any("*" in t[:-1] for t in types):
-            raise ValueError(f"route {name!r}: '*' is only allowed at the end of a pattern")
-        route = Route(name=name, service=str(entry["service"]), event_types=types)
-        if len(route.subscription_filter().encode()) > MAX_FILTER_BYTES:
-            raise ValueError(f"route {name!r}: filter exceeds {MAX_FILTER_BYTES} bytes")
-        routes[name] = route
-    return routes
+    services = {name: _service(name, entry) for name, entry in table["services"].items()}
+    routes = {name: _route(name, entry, services) for name, entry in table["routes"].items()}
+    for service in services.values():
+        routed = any(route.service == service.name for route in routes.values())
+        if routed != (service.called_by == "pubsub"):
+            raise ValueError(
+                f"service {service.name!r}: a service called by Pub/Sub needs a route, "
+                "and one called by Cloud Tasks must have none"
+            )
+    if sum(s.called_by == "tasks" for s in services.values()) != 1:
+        raise ValueError("exactly one service must be called by Cloud Tasks (the worker)")
+    ports = [service.local_port for service in services.values()]
+    if len(set(ports)) != len(ports):
+        raise ValueError(f"services share a local_port: {sorted(ports)}")
+    return RoutingTable(services, routes)
+
+
+def _service(name: str, entry: Mapping[str, Any]) -> Service:
+    port, caller = entry.get("local_port"), entry.get("called_by", "pubsub")
+    if not isinstance(port, int) or not 1024 <= port <= 65535:
+        raise ValueError(f"service {name!r}: local_port must be a port number over 1023")
+    if caller not in _CALLERS:
+        raise ValueError(f"service {name!r}: called_by must be one of {sorted(_CALLERS)}")
+    return Service(name, port, cast(Caller, caller), bool(entry.get("enqueues_backfills")))
+
+
+def _route(name: str, entry: Mapping[str, Any], services: Mapping[str, Service]) -> Route:
+    types = tuple(entry["event_types"])
+    if not types or not all(isinstance(t, str) and t for t in types):
+        raise ValueError(f"route {name!r}: event_types must be non-empty strings")
+    if any("*" in t[:-1] for t in types):
+        raise ValueError(f"route {name!r}: '*' is only allowed at the end of a pattern")
+    if entry.get("service") not in services:
+        raise ValueError(f"route {name!r}: service {entry.get('service')!r} is not in services")
+    route = Route(name, str(entry["service"]), types, str(entry.get("handler", "")))
+    if not route.handler:
+        raise ValueError(f"route {name!r}: handler must name a module")
+    if len(route.subscription_filter().encode()) > MAX_FILTER_BYTES:
+        raise ValueError(f"route {name!r}: filter exceeds {MAX_FILTER_BYTES} bytes")
+    return route
+
+
+def load_routes(path: Path = ROUTING_FILE) -> dict[str, Route]:
+    """Routes by name (see load_table)."""
+    return dict(load_table(path).routes)
 
 
 def routes_for(event_type: str) -> list[Route]:
     """Every route that receives this event type."""
-    return [route for route in load_routes().values() if route.accepts(event_type)]
+    return load_table().routes_for(event_type)

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.log import JsonLogger
+from shared.names import DEFAULT_PREFIX, Names
 
 # Pub/Sub refuses a publish request over 10,000,000 bytes; keep room for the
 # attributes and the request's framing so a body we accept can always be published.
@@ -104,8 +105,8 @@ class HandlerSettings(_Base):
     """What a handler service needs; SERVICE selects which handlers it runs."""
 
     service: str = Field(min_length=1)
-    # Dead-letter topics are named "<prefix>-<route>-dead-letter", as Terraform names them.
-    topic_prefix: str = "supaglue"
+    # The deployment's name prefix: its topics are named from it (shared/names.py).
+    topic_prefix: str = DEFAULT_PREFIX
     # Push authentication: both set in the cloud, or explicitly disabled for local runs.
     push_audience: str | None = None
     push_service_account: str | None = None
@@ -146,8 +147,12 @@ class HandlerSettings(_Base):
     def backfills_configured(self) -> bool:
         return bool(self.tasks_location and self.tasks_queue and self.backfill_worker_url)
 
+    @property
+    def names(self) -> Names:
+        return Names(self.topic_prefix)
+
     def dead_letter_topic(self, route: str) -> str:
-        return f"{self.topic_prefix}-{route}-dead-letter"
+        return self.names.dead_letter_topic(route)
 
 
 S = TypeVar("S", bound=_Base)

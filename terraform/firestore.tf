@@ -25,8 +25,8 @@ resource "google_firestore_field" "ledger_ttl" {
   index_config {}
 }
 
-# connection.deleted cancels the connection's unfinished backfills (handlers/backfills.py,
-# cancel_for_connection): connection_id == X and state in [...].
+# connection.deleted cancels the connection's unfinished backfills (handlers/backfill_store.py,
+# unfinished_of_connection): connection_id == X and state in [...].
 resource "google_firestore_index" "backfills_by_connection" {
   project    = var.project_id
   database   = google_firestore_database.main.name

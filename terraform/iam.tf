@@ -33,7 +33,7 @@ resource "google_service_account" "handler" {
   for_each = local.handler_services
 
   project      = var.project_id
-  account_id   = "${var.name_prefix}-${each.key}"
+  account_id   = local.run_service_names[each.key]
   display_name = "Supaglue ${each.key} service"
   depends_on   = [google_project_service.apis]
 }

@@ -1,5 +1,6 @@
-# The ingest function: Cloud Functions gen2, from an archive of ingest_fn/, shared/ and the
-# pinned requirements (local.ingest_source_files), named by its hash so a change redeploys.
+# The ingest function: Cloud Functions gen2, from an archive of ingest_fn/, shared/, the pinned
+# requirements (local.ingest_source_files) and a root main.py, named by its hash so a change
+# redeploys.
 
 resource "google_storage_bucket" "source" {
   #checkov:skip=CKV_GCP_62:Holds only build sources written by Terraform and Cloud Build; reads are covered by Cloud Audit Logs if enabled.
@@ -31,6 +32,13 @@ data "archive_file" "ingest_source" {
   type        = "zip"
   output_path = "${path.module}/.build/ingest-source.zip"
 
+  # The runtime loads main.py from the archive's root and puts that folder on sys.path; this one
+  # only imports the function, so ingest_fn/ and shared/ import as packages, as they do in the repo.
+  source {
+    content  = local.ingest_entry_module
+    filename = "main.py"
+  }
+
   dynamic "source" {
     for_each = local.ingest_source_files
     content {
@@ -59,11 +67,6 @@ resource "google_cloudfunctions2_function" "ingest" {
     service_account = google_service_account.build.id
     # The function's image goes to this deployment's repository, where the build may push.
     docker_repository = google_artifact_registry_repository.images.id
-    environment_variables = {
-      # The function's file is not main.py at the archive's root: ingest_fn/ and shared/ are
-      # packages beside each other, as in the repository.
-      GOOGLE_FUNCTION_SOURCE = "ingest_fn/main.py"
-    }
     source {
       storage_source {
         bucket = google_storage_bucket.source.name

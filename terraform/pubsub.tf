@@ -1,5 +1,5 @@
 # Topics and subscriptions, built from the routing table (routing.tf): one push subscription per
-# route, each with its filter, OIDC, retries and a dead-letter topic; ops/topology.py builds
+# route, each with its filter, OIDC, retries and a dead-letter topic; ops/local/topology.py builds
 # the same shape on the emulator.
 
 resource "google_pubsub_topic" "events" {
@@ -81,7 +81,7 @@ resource "google_pubsub_subscription" "dead_letter_watch" {
   for_each = local.routing
 
   project                    = var.project_id
-  name                       = "${local.dead_letter_topics[each.key]}-watch"
+  name                       = local.dead_letter_watch_subscriptions[each.key]
   topic                      = google_pubsub_topic.dead_letter[each.key].id
   ack_deadline_seconds       = 60
   message_retention_duration = var.delivery.message_retention
@@ -93,7 +93,7 @@ resource "google_pubsub_subscription" "dead_letter_watch" {
 
 resource "google_pubsub_subscription" "quarantine_watch" {
   project                    = var.project_id
-  name                       = "${local.quarantine_topic}-watch"
+  name                       = local.quarantine_watch_subscription
   topic                      = google_pubsub_topic.quarantine.id
   ack_deadline_seconds       = 60
   message_retention_duration = var.delivery.message_retention

@@ -2,8 +2,9 @@
 # tests can evaluate this file with `terraform console` offline and compare it with the code.
 
 locals {
-  # The same file the handlers read (shared/routing.py): filters cannot drift from the code.
-  routing = jsondecode(file("${path.module}/../shared/routing.json")).routes
+  # The same file the code reads (shared/routing.py): services and filters cannot drift from it.
+  routing_table = jsondecode(file("${path.module}/../shared/routing.json"))
+  routing       = local.routing_table.routes
 
   # Pub/Sub's filter language; a trailing * in the table is a prefix match.
   route_filters = {
@@ -15,21 +16,27 @@ locals {
     ])
   }
 
-  events_topic     = "${var.name_prefix}-events"
-  quarantine_topic = "${var.name_prefix}-quarantine"
-  # The handlers derive these from TOPIC_PREFIX (shared/settings.py, HandlerSettings).
-  dead_letter_topics = { for name, _ in local.routing : name => "${var.name_prefix}-${name}-dead-letter" }
-  subscriptions      = { for name, _ in local.routing : name => "${var.name_prefix}-${name}" }
+  # Names as shared/names.py derives them (a test compares the two).
+  events_topic                  = "${var.name_prefix}-events"
+  quarantine_topic              = "${var.name_prefix}-quarantine"
+  quarantine_watch_subscription = "${local.quarantine_topic}-watch"
+  dead_letter_topics            = { for name, _ in local.routing : name => "${var.name_prefix}-${name}-dead-letter" }
+  dead_letter_watch_subscriptions = {
+    for name, topic in local.dead_letter_topics : name => "${topic}-watch"
+  }
+  subscriptions = { for name, _ in local.routing : name => "${var.name_prefix}-${name}" }
 
-  # Every Cloud Run service the image runs: one per service in the routing table, and the worker.
-  worker_service   = "backfill-worker"
-  routed_services  = toset([for route in local.routing : route.service])
-  handler_services = setunion(local.routed_services, [local.worker_service])
+  # Every Cloud Run service the image runs, as the routing table lists them: the ones Pub/Sub
+  # pushes a route's events to, and the backfill worker, which Cloud Tasks calls.
+  handler_services = toset(keys(local.routing_table.services))
+  worker_service = one([
+    for name, service in local.routing_table.services : name if try(service.called_by, "pubsub") == "tasks"
+  ])
+  routed_services = toset([for route in local.routing : route.service])
   # Services that enqueue backfill chunks: the scheduler's service, and the worker (next chunk).
-  backfill_services = setunion(
-    toset([for name, route in local.routing : route.service if name == "backfill-scheduler"]),
-    [local.worker_service],
-  )
+  backfill_services = toset([
+    for name, service in local.routing_table.services : name if try(service.enqueues_backfills, false)
+  ])
   # Routes each service receives, so it may dead-letter only into its own routes' topics.
   routes_by_service = {
     for service in local.routed_services : service => [
@@ -41,13 +48,15 @@ locals {
   run_service_names = {
     for service in local.handler_services : service => "${var.name_prefix}-${service}"
   }
-  tasks_queue = "${var.name_prefix}-backfills"
-  # A chunk task's dispatch deadline is BACKFILL_CHUNK_SECONDS + 60 (handlers/backfills.py); the
+  tasks_queue    = "${var.name_prefix}-backfills"
+  webhook_secret = "${var.name_prefix}-webhook-secrets"
+  # A chunk task's dispatch deadline is BACKFILL_CHUNK_SECONDS + 60 (handlers/tasks_queue.py); the
   # worker's request timeout must outlast it, or Cloud Run would cut a chunk Tasks still waits on.
   worker_timeout_seconds = var.backfills.chunk_seconds + 90
 
-  # The files of the function's source archive (ingest.tf): the function, the shared package
-  # and the pinned requirements, nothing else of the repository.
+  # The function's entry module at the archive's root (ingest.tf), and the files beside it: the
+  # function, the shared package and the pinned requirements, nothing else of the repository.
+  ingest_entry_module = "from ingest_fn.main import ingest  # noqa: F401\n"
   ingest_source_files = sort(concat(
     tolist(fileset("${path.module}/..", "ingest_fn/**/*.py")),
     tolist(fileset("${path.module}/..", "shared/**/*.{py,json}")),

@@ -2,7 +2,7 @@
 # the README's deploy guide adds it with `gcloud secrets versions add`.
 resource "google_secret_manager_secret" "webhook_secrets" {
   project   = var.project_id
-  secret_id = "${var.name_prefix}-webhook-secrets"
+  secret_id = local.webhook_secret
 
   replication {
     auto {}

@@ -19,7 +19,6 @@ from ops.signing import DEV_SECRET
 pytest_plugins = ["tests.oidc_issuer", "tests.integration.harness"]
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "shared" / "samples"
 INGEST_SOURCE = str(REPO / "ingest_fn" / "main.py")
 
 
@@ -54,19 +53,6 @@ def configured_ingest_client(**overrides: str) -> FlaskClient:
         }
     )
     return ingest_client()
-
-
-def sample(event_type: str) -> dict[str, object]:
-    loaded: dict[str, object] = json.loads((SAMPLES / f"{event_type}.json").read_text())
-    return loaded
-
-
-def sample_bytes(event_type: str) -> bytes:
-    return (SAMPLES / f"{event_type}.json").read_bytes()
-
-
-def sample_types() -> list[str]:
-    return sorted(path.stem for path in SAMPLES.glob("*.json"))
 
 
 def push_envelope(

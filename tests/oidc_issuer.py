@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
-from ops.emulators import LOOPBACK, free_port
+from ops.defaults import LOOPBACK
+from ops.local.processes import free_port
 
 
 @dataclass

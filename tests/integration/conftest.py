@@ -16,9 +16,13 @@ from flask.testing import FlaskClient
 from google.cloud import firestore, pubsub_v1, tasks_v2  # type: ignore[attr-defined]  # untyped package
 
 from ops import pubsub_admin
-from ops.emulators import LOOPBACK, Emulator, free_port, start_firestore, start_pubsub, start_tasks
+from ops.defaults import LOOPBACK
+from ops.local.emulators import Emulator, start_firestore, start_pubsub, start_tasks
+from ops.local.processes import free_port
+from ops.local.stack import tasks_queue_path
+from ops.local.topology import create_queue
 from ops.signing import DEV_SECRET
-from ops.stack import TASKS_LOCATION, TASKS_QUEUE
+from shared.names import Names
 from tests.conftest import ingest_client
 
 PROJECT = "integration-test"
@@ -122,8 +126,9 @@ def firestore_client(
 
 @pytest.fixture(scope="session")
 def tasks_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    queue = f"projects/{PROJECT}/locations/{TASKS_LOCATION}/queues/{TASKS_QUEUE}"  # as ops.stack
-    emulator = start_tasks([queue], log_dir=tmp_path_factory.mktemp("tasks-logs"))
+    emulator = start_tasks(log_dir=tmp_path_factory.mktemp("tasks-logs"))
+    # The queue of the default names, which tests that enqueue without a stack use.
+    create_queue(emulator.host_port, tasks_queue_path(PROJECT, Names()))
     yield emulator
     emulator.stop()
 

@@ -13,18 +13,20 @@ import pytest
 from flask.testing import FlaskClient
 from google.cloud import firestore
 
-from handlers.app import Runtime, create_app
+from handlers.app import create_app
 from handlers.hooks import HookRegistry
+from handlers.runtime import Runtime
 from handlers.services import handlers_for
 from handlers.store import doc_id
 from ops import pubsub_admin
-from ops.emulators import Emulator
+from ops.local.emulators import Emulator
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
 from shared.log import JsonLogger
 from shared.routing import load_routes
+from shared.samples import sample
 from shared.settings import HandlerSettings
-from tests.conftest import push_envelope, sample
+from tests.conftest import push_envelope
 from tests.integration.conftest import PROJECT
 
 

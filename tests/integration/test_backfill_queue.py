@@ -11,7 +11,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from handlers.backfills import BackfillQueue, TaskRequest, backfill_id, chunk_task_id
+from handlers.backfill_store import backfill_id
+from handlers.tasks_queue import BackfillQueue, TaskRequest, chunk_task_id
 from shared.errors import RetryableError
 from shared.settings import HandlerSettings
 from tests.integration.conftest import FakeCloudTasks

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
 
-from ops import cli, dlq, pubsub_admin
-from ops.emulators import Emulator
+from ops import pubsub_admin
+from ops.cli import dead_letters as dlq
+from ops.cli import main as cli
+from ops.local.emulators import Emulator
 from tests.integration.conftest import PROJECT
 
 pytestmark = pytest.mark.integration

@@ -15,18 +15,20 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from handlers.app import Runtime, create_app
+from handlers.app import create_app
 from handlers.examples import contacts
 from handlers.hooks import BackfillChunk, hooks, load_hook_modules
+from handlers.runtime import Runtime
 from handlers.services import handlers_for
 from handlers.store import SYNC_STATE, doc_id
-from ops import cli
-from ops.emulators import Emulator
+from ops.cli import main as cli
+from ops.local.emulators import Emulator
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
 from shared.log import JsonLogger
+from shared.samples import sample
 from shared.settings import HandlerSettings
-from tests.conftest import push_envelope, sample
+from tests.conftest import push_envelope
 from tests.integration.conftest import PROJECT
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import examples, sample, sample_types
+from shared.samples import sample, sample_types
+from tests.conftest import examples
 from tests.integration.harness import Harness
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 from flask.testing import FlaskClient
 
-from ops.emulators import start_pubsub
+from ops.local.emulators import start_pubsub
 from ops.signing import signed_headers
-from tests.conftest import sample, sample_bytes, sample_types
+from shared.samples import sample, sample_bytes, sample_types
 from tests.integration.conftest import PROJECT, Topics, make_topics
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from ops.emulators import LOOPBACK
-from ops.processes import serve_ingest
+from ops.defaults import LOOPBACK
+from ops.local.processes import free_port
+from ops.local.stack import serve_ingest
 from ops.signing import signed_headers
-from tests.conftest import sample_bytes
+from shared.samples import sample_bytes
 from tests.integration.conftest import Topics, ingest_env
 
 pytestmark = pytest.mark.integration
@@ -21,8 +22,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def server(topics: Topics, tmp_path: Path) -> Iterator[str]:
-    served = serve_ingest(ingest_env(topics), tmp_path)
-    yield served.url + "/"
+    port = free_port()
+    served = serve_ingest(ingest_env(topics), tmp_path / "ingest.log", port)
+    yield f"http://{LOOPBACK}:{port}/"
     served.stop()
 
 

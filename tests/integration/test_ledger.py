@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.cloud import firestore
 
-from handlers.ledger import ClaimState, LeaseLost, Ledger
+from handlers.errors import LeaseLost
+from handlers.ledger import ClaimState, Ledger
 
 pytestmark = pytest.mark.integration
 

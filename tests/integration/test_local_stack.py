@@ -25,16 +25,21 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from handlers.backfills import backfill_id
+from handlers.backfill_store import backfill_id
 from handlers.store import BACKFILLS, SYNC_STATE, doc_id
-from ops.emulators import LOOPBACK, free_port
-from ops.local import HANDLER_SERVICES, LOCAL_PROJECT, REPO, ensure_port_free
-from tests.conftest import sample
+from ops import defaults
+from ops.defaults import LOCAL_PROJECT, LOOPBACK
+from ops.local.processes import REPO, free_port
+from ops.local.run import ensure_port_free
+from shared.routing import load_table
+from shared.samples import sample
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 BANNER_END = "Streaming the services' logs below"
+# Every service of the routing table: the stack must run each of them.
+SERVICES = list(load_table().services.values())
 CONTACTS_BACKFILL = "handlers.examples.contacts.backfill_contacts"
 
 
@@ -105,19 +110,20 @@ def is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_loopback
 
 
-def free_block(size: int) -> int:
-    """A base port with the `size` ports above it free."""
+def free_base_port() -> int:
+    """A --handlers-base-port under which every service's port is free."""
+    offsets = [service.local_port - defaults.HANDLERS_BASE_PORT for service in SERVICES]
     for _ in range(50):
         base = free_port()
-        if base + size > 65535:
+        if base + max(offsets) > 65535:
             continue
         try:
-            for port in range(base + 1, base + size + 1):
-                ensure_port_free(port, "test", "-")
+            for offset in offsets:
+                ensure_port_free(base + offset, "test", "-")
         except RuntimeError:
             continue
         return base
-    raise RuntimeError(f"no block of {size} free ports")
+    raise RuntimeError("no free ports for the services")
 
 
 @dataclass
@@ -147,11 +153,11 @@ class LocalStack:
         return f"{LOOPBACK}:{self.ports['firestore-port']}"
 
     def every_port(self) -> list[int]:
-        base = self.ports["handlers-base-port"]
-        services = range(base + 1, base + 1 + len(HANDLER_SERVICES))
-        return [port for name, port in self.ports.items() if name != "handlers-base-port"] + list(
-            services
-        )
+        shift = self.ports["handlers-base-port"] - defaults.HANDLERS_BASE_PORT
+        services = [service.local_port + shift for service in SERVICES]
+        return [
+            port for name, port in self.ports.items() if name != "handlers-base-port"
+        ] + services
 
     def record_children(self) -> list[Proc]:
         self.children = descendants(self.process.pid)
@@ -208,7 +214,7 @@ def ops(*args: str, timeout: float = 30) -> str:
 def local_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
     for name in ("WEBHOOK_SECRET", "PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST"):
         monkeypatch.delenv(name, raising=False)
-    base = free_block(len(HANDLER_SERVICES))
+    base = free_base_port()
     ports = {
         "--pubsub-port": free_port(),
         "--ingest-port": free_port(),
@@ -260,11 +266,11 @@ def test_make_run_serves_the_whole_pipeline_and_ctrl_c_leaves_nothing_behind(
 
     # Every process the stack runs, each in a process group of its own.
     commands = " ".join(proc.command for proc in local_stack.record_children())
-    assert commands.count("handlers.main:create_service_app()") >= 2 * len(HANDLER_SERVICES)
+    assert commands.count("handlers.main:create_service_app()") >= 2 * len(SERVICES)
     assert "functions-framework" in commands
     assert "gcloud_tasks_emulator" in commands
     assert commands.count("java") >= 2  # the Pub/Sub and Firestore emulators
-    assert len(local_stack.groups()) == 1 + 3 + len(HANDLER_SERVICES) + 1
+    assert len(local_stack.groups()) == 1 + 3 + len(SERVICES) + 1
     # Loopback only, emulators included: the dev secret is public, and the emulators would
     # have this machine deliver pushes and tasks wherever a caller asked.
     for port in local_stack.every_port():

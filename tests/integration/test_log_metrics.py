@@ -20,7 +20,8 @@ import pytest
 from handlers.hooks import BackfillChunk, ChunkResult, PermanentError
 from ops.signing import signed_headers
 from shared.log import LABELS_KEY
-from tests.conftest import configured_ingest_client, sample_bytes
+from shared.samples import sample_bytes
+from tests.conftest import configured_ingest_client
 from tests.integration.harness import Harness
 from tests.integration.test_worker import WorkerHarness, worker  # noqa: F401  (fixture)
 from tests.terraform.module import literal, load

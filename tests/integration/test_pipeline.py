@@ -18,14 +18,18 @@ import pytest
 from flask.testing import FlaskClient
 from google.cloud import firestore
 
-from handlers.backfills import BackfillQueue, TaskRequest, backfill_id
+from handlers.backfill_store import backfill_id
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE, doc_id
-from ops import pubsub_admin, topology
-from ops.emulators import Emulator
+from handlers.tasks_queue import BackfillQueue, TaskRequest
+from ops import pubsub_admin
+from ops.local.emulators import Emulator
+from ops.local.stack import Emulators, Stack, StackSpec, running_stack
+from ops.local.topology import Delivery
 from ops.signing import signed_headers
-from ops.stack import WORKER, Emulators, Stack, running_stack
+from shared.names import Names
+from shared.samples import sample
 from shared.settings import HandlerSettings
-from tests.conftest import ingest_client, sample
+from tests.conftest import ingest_client
 from tests.hooks import backfill as backfill_hooks
 from tests.hooks import pipeline as pipeline_hooks
 from tests.integration.conftest import PROJECT, wait_for
@@ -39,18 +43,22 @@ class Pipeline:
     db: firestore.Client = field(default_factory=lambda: firestore.Client(project=PROJECT))
 
     @property
-    def topology(self) -> topology.Topology:
-        return self.stack.layout
+    def names(self) -> Names:
+        return self.stack.names
+
+    @property
+    def worker(self) -> str:
+        return self.stack.spec.routing.worker.name
 
     @property
     def pubsub_host(self) -> str:
         return self.stack.emulators.pubsub.host_port
 
     def restart_worker(self, **extra_env: str) -> None:
-        self.stack.restart_worker(**extra_env)
+        self.stack.restart(self.worker, **extra_env)
 
     def kill_worker(self) -> None:
-        self.stack.services[WORKER].kill()
+        self.stack.services[self.worker].kill()
 
     def doc(self, collection: str, document: str) -> dict[str, Any]:
         return self.db.collection(collection).document(document).get().to_dict() or {}
@@ -68,9 +76,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
     emulators = Emulators(pubsub_emulator, firestore_emulator, tasks_emulator)
-    with running_stack(
+    spec = StackSpec.on_free_ports(
         PROJECT,
-        emulators,
         tmp_path_factory.mktemp("pipeline"),
         hook_modules="tests.hooks.pipeline,tests.hooks.backfill",
         extra_env={
@@ -78,7 +85,12 @@ def stack(
             # Short leases, so an attempt killed mid-work is taken over within the test.
             "LEDGER_LEASE_SECONDS": "4",
         },
-    ) as running:
+        # Retries within seconds, and dead letters after five attempts, so tests see both.
+        delivery=Delivery(
+            max_delivery_attempts=5, minimum_backoff_seconds=1, maximum_backoff_seconds=2
+        ),
+    )
+    with running_stack(spec, emulators) as running:
         yield Pipeline(running)
 
 
@@ -166,8 +178,8 @@ def test_a_permanent_failure_lands_on_the_dead_letter_topic(
     who = customer()
     webhook_id, _ = send("sync.complete", customer_id=who, object="poison")
     subscriber = pubsub_admin.subscriber_client(stack.pubsub_host)
-    dead_letter = stack.topology.dead_letter_topic("sync-state")
-    path = subscriber.subscription_path(PROJECT, stack.topology.watch_subscription(dead_letter))
+    dead_letter = stack.names.dead_letter_topic("sync-state")
+    path = subscriber.subscription_path(PROJECT, stack.names.watch_subscription(dead_letter))
 
     def dead_letters() -> list[pubsub_admin.PulledMessage]:
         return [

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from ops import reliability
+from ops.reliability import suite
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(900)
 def test_small_reliability_suite_passes(capsys: pytest.CaptureFixture[str]) -> None:
-    code = reliability.main(["--events", "300", "--fault-events", "150", "--senders", "16"])
+    code = suite.main(["--events", "300", "--fault-events", "150", "--senders", "16"])
     output = capsys.readouterr().out
     print(output)
     assert code == 0, output

@@ -18,9 +18,9 @@ import pytest
 from flask.testing import FlaskClient
 from google.cloud import firestore
 
-from handlers.app import Runtime
 from handlers.auth import OidcVerifier
 from handlers.hooks import BackfillChunk, ChunkResult, HookRegistry, PermanentError, RetryableError
+from handlers.runtime import Runtime
 from handlers.store import BACKFILLS
 from handlers.worker import create_worker_app
 from shared.log import JsonLogger

@@ -1,9 +1,10 @@
 """The function's source archive, built as terraform/ingest.tf builds it, runs on its own.
 
 Terraform zips `local.ingest_source_files` (computed here by Terraform itself) with each file's
-text as content; the function then loads `ingest_fn/main.py` from the unpacked archive. This
-test does the same in a clean process whose only code is the archive, so a missing module or a
-path that only works in the repository fails here, not in a deploy.
+text as content, and a root `main.py` whose text is `local.ingest_entry_module`; the runtime then
+loads `main.py`, its default source, from the unpacked archive. This test does the same in a
+clean process whose only code is the archive, so a missing module or a path that only works in
+the repository (or only with the project installed) fails here, not in a deploy.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def build_archive(destination: Path) -> None:
     with zipfile.ZipFile(destination, "w", zipfile.ZIP_DEFLATED) as zipped:
+        zipped.writestr("main.py", computed("local.ingest_entry_module"))
         for name in computed("local.ingest_source_files"):
             # archive_file's `source { content = file(...) }`: the file's text, UTF-8.
             zipped.writestr(name, (ROOT / name).read_text(encoding="utf-8"))
@@ -31,7 +33,11 @@ def test_terraform_archives_the_function_from_its_source_list() -> None:
     function = load().resource("google_cloudfunctions2_function", "ingest")
     source = block(block(block(function, "build_config"), "source"), "storage_source")
     assert expr(source["object"]) == "google_storage_bucket_object.ingest_source.name"
-    [dynamic] = load().data[("archive_file", "ingest_source")]["dynamic"]
+    archive = load().data[("archive_file", "ingest_source")]
+    [entry] = archive["source"]
+    assert expr(entry["content"]) == "local.ingest_entry_module"
+    assert literal(entry["filename"]) == "main.py"
+    [dynamic] = archive["dynamic"]
     assert expr(dynamic['"source"']["for_each"]) == "local.ingest_source_files"
     assert expr(dynamic['"source"']["content"][0]["content"]) == (
         'file("${path.module}/../${source.value}")'
@@ -62,12 +68,12 @@ def test_the_unpacked_archive_loads_and_serves_in_a_clean_process(tmp_path: Path
     workspace = tmp_path / "workspace"
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(workspace)
-    # What the runtime does: functions-framework loads the file named by GOOGLE_FUNCTION_SOURCE
-    # and looks up the target; then one request goes through the app.
+    # What the runtime does: functions-framework loads its default source, main.py, and looks
+    # up the target; then one request goes through the app.
     script = """
 import sys
 import functions_framework
-app = functions_framework.create_app(target="ingest", source="ingest_fn/main.py")
+app = functions_framework.create_app(target="ingest", source="main.py")
 response = app.test_client().get("/")
 print(response.status_code)
 print(sys.modules["shared.settings"].__file__)

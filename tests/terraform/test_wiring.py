@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
-from handlers import backfills, ledger, store
-from handlers.app import PUSH_PATH
-from handlers.services import FUNCTIONS, WORKER_SERVICE, services
-from ops.topology import Topology
-from shared.routing import load_routes
+from handlers import backfill_store, ledger, store, tasks_queue
+from shared.names import Names
+from shared.routing import PUSH_PATH, load_routes, load_table
 from shared.settings import HandlerSettings, IngestSettings
 from tests.terraform.module import PREFIX, block, computed, expr, literal, load
 
@@ -47,17 +45,29 @@ def test_terraform_computes_the_same_filter_as_the_code_for_every_route() -> Non
     }
 
 
-def test_topic_and_subscription_names_are_the_ones_the_code_derives() -> None:
-    topology = Topology(project="p", prefix=PREFIX)
+def test_every_name_terraform_gives_is_the_one_shared_names_derives() -> None:
+    names = Names(PREFIX)
     settings = HandlerSettings(
         google_cloud_project="p", service="alerts", topic_prefix=PREFIX, push_auth_disabled=True
     )
-    assert computed("local.events_topic") == topology.events_topic
-    assert computed("local.quarantine_topic") == topology.quarantine_topic
-    for route in load_routes():
-        assert computed("local.dead_letter_topics")[route] == settings.dead_letter_topic(route)
-        assert computed("local.dead_letter_topics")[route] == topology.dead_letter_topic(route)
-        assert computed("local.subscriptions")[route] == topology.subscription(route)
+    assert computed("local.events_topic") == names.events_topic
+    assert computed("local.quarantine_topic") == names.quarantine_topic
+    assert computed("local.quarantine_watch_subscription") == names.watch_subscription(
+        names.quarantine_topic
+    )
+    assert computed("local.ingest_function") == names.ingest_function
+    assert computed("local.tasks_queue") == names.tasks_queue
+    assert computed("local.webhook_secret") == names.webhook_secret
+    table = load_table()
+    assert computed("local.run_service_names") == {s: names.service(s) for s in table.services}
+    for route in table.routes:
+        dead_letter = names.dead_letter_topic(route)
+        assert computed("local.dead_letter_topics")[route] == dead_letter
+        assert settings.dead_letter_topic(route) == dead_letter
+        assert computed("local.dead_letter_watch_subscriptions")[route] == (
+            names.watch_subscription(dead_letter)
+        )
+        assert computed("local.subscriptions")[route] == names.subscription(route)
 
 
 def test_every_route_has_a_push_subscription_with_filter_oidc_retries_and_dead_letters() -> None:
@@ -90,6 +100,7 @@ def test_every_dead_letter_topic_has_a_pull_subscription_and_the_agent_grants() 
     watch = module.resource("google_pubsub_subscription", "dead_letter_watch")
     assert expr(watch["for_each"]) == "local.routing"
     assert expr(watch["topic"]) == "google_pubsub_topic.dead_letter[each.key].id"
+    assert expr(watch["name"]) == "local.dead_letter_watch_subscriptions[each.key]"
     grants = module.of_kind("google_pubsub_topic_iam_member")
     agent = grants["agent_publishes_dead_letters"]
     assert expr(agent["for_each"]) == "local.routing"
@@ -105,7 +116,8 @@ def test_every_dead_letter_topic_has_a_pull_subscription_and_the_agent_grants() 
 
 
 def test_one_cloud_run_service_per_service_the_image_runs() -> None:
-    assert set(computed("local.handler_services")) == services()
+    assert set(computed("local.handler_services")) == set(load_table().services)
+    assert computed("local.worker_service") == load_table().worker.name
     service = load().resource("google_cloud_run_v2_service", "handler")
     assert expr(service["for_each"]) == "local.handler_services"
 
@@ -132,15 +144,15 @@ def handler_environment(service: str) -> dict[str, str]:
 
 
 def test_the_services_that_enqueue_backfills_get_the_queue_settings() -> None:
-    # The scheduler's service (its route's function is backfills.handle) and the worker.
-    enqueuers = {
-        route.service
-        for name, route in load_routes().items()
-        if FUNCTIONS[name] is backfills.handle
-    } | {WORKER_SERVICE}
+    table = load_table()
+    enqueuers = {name for name, service in table.services.items() if service.enqueues_backfills}
     assert set(computed("local.backfill_services")) == enqueuers
+    # The services whose code enqueues: the scheduler's, and the worker (the next chunk).
+    assert {r.service for r in table.routes.values() if r.handler == "handlers.scheduler"} | {
+        table.worker.name
+    } == enqueuers
     needed = {"TASKS_LOCATION", "TASKS_QUEUE", "BACKFILL_WORKER_URL", "TASKS_SERVICE_ACCOUNT"}
-    for service in services():
+    for service in load_table().services:
         env = handler_environment(service)
         if service in enqueuers:
             assert needed <= env.keys(), service
@@ -148,7 +160,7 @@ def test_the_services_that_enqueue_backfills_get_the_queue_settings() -> None:
             assert not needed & env.keys(), service
 
 
-@pytest.mark.parametrize("service", sorted(services()))
+@pytest.mark.parametrize("service", sorted(load_table().services))
 def test_every_handler_setting_the_code_needs_is_set_and_nothing_unknown(service: str) -> None:
     env = handler_environment(service)
     # Required, plus the push identity: without it the service refuses to start (auth on).
@@ -162,7 +174,6 @@ def test_every_handler_setting_the_code_needs_is_set_and_nothing_unknown(service
     assert expr(env["PUSH_AUDIENCE"]) == "local.run_urls[each.key]"
     if service in computed("local.backfill_services"):
         assert expr(env["BACKFILL_WORKER_URL"]) == "local.run_urls[local.worker_service]"
-    assert computed("local.worker_service") == WORKER_SERVICE
     # The claim on an event lasts exactly as long as an attempt can: the worker's request
     # timeout, or the handlers' ack deadline (their request timeout + 30 s).
     lease = expr(env["LEDGER_LEASE_SECONDS"])
@@ -177,14 +188,14 @@ def test_the_worker_outlasts_its_task_dispatch_deadline() -> None:
     chunk_seconds = 240
     settings = HandlerSettings(
         google_cloud_project="p",
-        service=WORKER_SERVICE,
+        service=load_table().worker.name,
         push_auth_disabled=True,
         tasks_location="l",
         tasks_queue="q",
         backfill_worker_url="https://w",
         backfill_chunk_seconds=chunk_seconds,
     )
-    task = backfills.BackfillQueue(settings).task(backfills.TaskRequest("bf-1", 0))
+    task = tasks_queue.BackfillQueue(settings).task(tasks_queue.TaskRequest("bf-1", 0))
     timeout = computed(
         "local.worker_timeout_seconds", {"backfills": f"{{chunk_seconds={chunk_seconds}}}"}
     )
@@ -204,7 +215,8 @@ def test_every_ingest_setting_the_code_needs_is_set_and_nothing_unknown() -> Non
     assert "WEBHOOK_SECRETS" not in plain
     build = block(function, "build_config")
     assert literal(build["entry_point"]) == "ingest"
-    assert literal(build["environment_variables"]["GOOGLE_FUNCTION_SOURCE"]) == "ingest_fn/main.py"
+    # The runtime's default source, main.py at the archive's root (test_source_archive.py).
+    assert "GOOGLE_FUNCTION_SOURCE" not in build.get("environment_variables", {})
 
 
 # --- Firestore ------------------------------------------------------------------------------
@@ -213,15 +225,14 @@ def test_every_ingest_setting_the_code_needs_is_set_and_nothing_unknown() -> Non
 def test_the_ttl_policy_is_on_the_field_the_ledger_writes() -> None:
     ttl = load().resource("google_firestore_field", "ledger_ttl")
     assert literal(ttl["collection"]) == ledger.COLLECTION
-    assert literal(ttl["field"]) == "expires_at"
-    assert '"expires_at": now + self._retention' in Path(ledger.__file__).read_text()
+    assert literal(ttl["field"]) == ledger.EXPIRES_FIELD
     assert "ttl_config" in ttl
 
 
 def test_the_index_serves_the_query_that_cancels_a_connections_backfills() -> None:
     index = load().resource("google_firestore_index", "backfills_by_connection")
     assert literal(index["collection"]) == store.BACKFILLS
-    source = Path(backfills.__file__).read_text()
+    source = Path(backfill_store.__file__).read_text()
     query_fields = re.findall(r'FieldFilter\(\s*"(\w+)"', source)
     assert [literal(f["field_path"]) for f in index["fields"]] == query_fields
 
@@ -319,9 +330,9 @@ def test_make_deploy_names_what_terraform_creates() -> None:
         kind, name = target.split(".")
         assert (kind, name) in load().resources, target
     # The names make deploy spells out with $(PREFIX) and $(PROJECT), as Terraform builds them.
-    assert "$(PREFIX)-webhook-secrets" in makefile
+    assert Names("$(PREFIX)").webhook_secret in makefile
     secret = load().resource("google_secret_manager_secret", "webhook_secrets")
-    assert literal(secret["secret_id"]) == "${var.name_prefix}-webhook-secrets"
+    assert expr(secret["secret_id"]) == "local.webhook_secret"
     assert "serviceAccounts/$(PREFIX)-build@$(PROJECT).iam.gserviceaccount.com" in makefile
     build = load().resource("google_service_account", "build")
     assert literal(build["account_id"]) == "${var.name_prefix}-build"

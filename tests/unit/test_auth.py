@@ -14,13 +14,8 @@ from collections.abc import Callable
 
 import pytest
 
-from handlers.auth import (
-    AuthError,
-    CertificatesUnavailable,
-    Forbidden,
-    OidcVerifier,
-    Unauthenticated,
-)
+from handlers.auth import OidcVerifier
+from handlers.errors import CertificatesUnavailable, Forbidden, Unauthenticated
 from tests.oidc_issuer import LocalGoogleIssuer, SigningKey
 
 AUDIENCE = "https://alerts-123.europe-west1.run.app"
@@ -52,7 +47,7 @@ def forged_with_the_published_kid(issuer: LocalGoogleIssuer) -> str:
     return issuer.mint(AUDIENCE, PUSHER, key=impostor)
 
 
-REJECTED: dict[str, tuple[Callable[[LocalGoogleIssuer], str], type[AuthError]]] = {
+REJECTED: dict[str, tuple[Callable[[LocalGoogleIssuer], str], type[Unauthenticated]]] = {
     "expired": (
         lambda i: i.mint(AUDIENCE, PUSHER, issued_at=int(time.time()) - 7200, expires_in=3600),
         Unauthenticated,
@@ -87,7 +82,7 @@ REJECTED: dict[str, tuple[Callable[[LocalGoogleIssuer], str], type[AuthError]]] 
 def test_a_rejection_never_reveals_the_token(google_issuer: LocalGoogleIssuer, case: str) -> None:
     mint, expected = REJECTED[case]
     token = mint(google_issuer)
-    with pytest.raises(AuthError) as raised:
+    with pytest.raises(Unauthenticated) as raised:
         verifier(google_issuer).verify(f"Bearer {token}")
     assert type(raised.value) is expected
     said = everything_said_about(raised.value)
@@ -144,7 +139,7 @@ def test_concurrent_first_requests_share_one_fetch(google_issuer: LocalGoogleIss
         start.wait()
         try:
             check.verify(header)
-        except AuthError as exc:  # collected: an exception in a thread would go unseen
+        except Unauthenticated as exc:  # collected: an exception in a thread would go unseen
             failures.append(exc)
 
     threads = [threading.Thread(target=one) for _ in range(16)]

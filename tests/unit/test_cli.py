@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,23 +20,15 @@ from pathlib import Path
 import pytest
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from handlers.services import WORKER_SERVICE, services
-from ops.cli import SECRET_ENV, SIMULATED_ERROR, format_message, main
-from ops.cli_status import MAX_CELL, TABLES, cell, format_status
-from ops.local import (
-    HANDLER_SERVICES,
-    REPO,
-    WATCH_SUBSCRIPTIONS,
-    StackConfig,
-    banner,
-    ensure_port_free,
-    parse_args,
-    service_specs,
-)
+from ops.cli.main import main
+from ops.cli.send import SECRET_ENV, SIMULATED_ERROR
+from ops.cli.status import MAX_CELL, TABLES, cell, format_status
+from ops.cli.watch import format_message, watch_subscriptions
 from ops.pubsub_admin import PulledMessage
 from ops.signing import DEV_SECRET
 from shared.routing import load_routes
-from tests.conftest import sample, sample_bytes, sample_types
+from shared.samples import sample, sample_bytes, sample_types
+from tests.conftest import REPO
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-secret-of-32-bytes-long!").decode()
 
@@ -300,7 +291,7 @@ def test_list_names_every_sample_type(capsys: pytest.CaptureFixture[str]) -> Non
     assert len(listed) == 9
 
 
-# --- watch output and the local stack's messages -----------------------------
+# --- watch output -----------------------------
 
 
 def test_a_watched_message_shows_attributes_and_pretty_json() -> None:
@@ -324,134 +315,8 @@ def test_a_watched_body_that_is_not_json_is_shown_as_text() -> None:
     assert format_message("q", message).splitlines()[1:] == ["(6 bytes, not JSON)", "<xml/>"]
 
 
-def test_a_busy_port_is_named() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port = sock.getsockname()[1]
-        with pytest.raises(RuntimeError, match=f"port {port} \\(ingest\\) is already in use"):
-            ensure_port_free(port, "ingest", "--ingest-port")
-
-
-def test_the_banner_commands_target_a_non_default_stack(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
-    monkeypatch.setenv(SECRET_ENV, OTHER_SECRET)
-    text = banner(
-        StackConfig(pubsub_port=9085, ingest_port=9080, firestore_port=9086, tasks_port=9123)
-    )
-    sends = [
-        shlex.split(line.split("&&")[-1]) for line in text.splitlines() if " -m ops send " in line
-    ]
-    # A sync failure, a mapping change that starts a backfill, a connection's lifecycle.
-    assert [args[args.index("send") + 1] for args in sends] == [
-        "sync.complete",
-        "object.field_mapping.created",
-        "connection.created",
-        "connection.deleted",
-    ]
-    for send_args in sends:
-        assert send_args[send_args.index("--url") + 1] == "http://127.0.0.1:9080/"
-        assert send_args[send_args.index("--secret") + 1] == DEV_SECRET
-    [watch_line] = [line for line in text.splitlines() if " -m ops watch" in line]
-    assert "--emulator-host 127.0.0.1:9085" in watch_line
-    [status_line] = [line for line in text.splitlines() if " -m ops status" in line]
-    assert "--firestore-host 127.0.0.1:9086" in status_line
-    assert "127.0.0.1:9123" in text
-
-
-def test_the_banner_names_every_service_and_always_points_status_at_the_emulator(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for name in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", SECRET_ENV):
-        monkeypatch.delenv(name, raising=False)
-    text = banner(StackConfig())
-    for service in ("alerts", "connections", "transforms", "backfills", "backfill-worker"):
-        assert f"{service} " in text
-    assert "http://127.0.0.1:8080/" in text
-    assert "--url" not in text  # the defaults need no flags
-    [status_line] = [line for line in text.splitlines() if " -m ops status" in line]
-    # Without an emulator host `status` would read a real project's Firestore.
-    assert "--firestore-host 127.0.0.1:8086" in status_line
-
-
-# --- the local stack's layout ------------------------------------------------
-
-
-def test_the_local_stack_runs_every_service_of_the_handler_image() -> None:
-    assert set(HANDLER_SERVICES) == services()
-    assert HANDLER_SERVICES[-1] == WORKER_SERVICE
-
-
-def test_default_ports_are_fixed_and_distinct() -> None:
-    config = parse_args([])
-    ports = {
-        "ingest": config.ingest_port,
-        "pubsub": config.pubsub_port,
-        "firestore": config.firestore_port,
-        "tasks": config.tasks_port,
-        **{service: config.handler_port(service) for service in HANDLER_SERVICES},
-    }
-    assert ports == {
-        "ingest": 8080,
-        "pubsub": 8085,
-        "firestore": 8086,
-        "tasks": 8123,
-        "alerts": 8091,
-        "connections": 8092,
-        "transforms": 8093,
-        "backfills": 8094,
-        "backfill-worker": 8095,
-    }
-
-
-def test_ports_and_log_dir_follow_the_environment_and_flags_win(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("LOCAL_FIRESTORE_PORT", "9186")
-    monkeypatch.setenv("LOCAL_TASKS_PORT", "9123")
-    monkeypatch.setenv("LOCAL_HANDLERS_BASE_PORT", "9200")
-    monkeypatch.setenv("LOCAL_LOG_DIR", str(tmp_path))
-    config = parse_args(["--tasks-port", "9124"])
-    assert (config.firestore_port, config.tasks_port) == (9186, 9124)
-    assert config.handler_url("backfill-worker") == "http://127.0.0.1:9205"
-    assert config.log_dir == tmp_path.resolve()
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--firestore-port", "8085"],  # the Pub/Sub emulator's
-        ["--handlers-base-port", "8079"],  # alerts would take ingest's 8080
-        ["--handlers-base-port", "65534"],  # no room for five services above it
-        ["--tasks-port", "0"],
-    ],
-)
-def test_clashing_or_impossible_ports_are_usage_errors(argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(argv)
-    assert exit_info.value.code == 2
-
-
-def test_services_get_the_test_stacks_settings_and_the_local_worker_url() -> None:
-    config = StackConfig(handlers_base_port=9000, firestore_port=9001, tasks_port=9002)
-    specs = {spec.name: spec for spec in service_specs(config)}
-    assert list(specs) == [*HANDLER_SERVICES, "ingest"]  # handlers first, so pushes find them
-    backfills = specs["backfills"]
-    assert backfills.env["SERVICE"] == "backfills"
-    assert backfills.env["BACKFILL_WORKER_URL"] == "http://127.0.0.1:9005"
-    assert backfills.env["FIRESTORE_EMULATOR_HOST"] == "127.0.0.1:9001"
-    assert backfills.env["CLOUD_TASKS_EMULATOR_HOST"] == "127.0.0.1:9002"
-    assert backfills.env["PUSH_AUTH_DISABLED"] == "true"
-    assert backfills.env["TOPIC_PREFIX"] == "supaglue"
-    assert backfills.env["HOOK_MODULES"] == "handlers.examples.contacts"
-    assert (backfills.env["TASKS_LOCATION"], backfills.env["TASKS_QUEUE"]) == ("local", "backfills")
-    assert "--bind=127.0.0.1:9004" in backfills.argv  # loopback only
-    assert backfills.ready_path == "/healthz"
-    assert "--host=127.0.0.1" in specs["ingest"].argv
-
-
 def test_watch_reads_events_quarantine_and_every_dead_letter_topic() -> None:
-    assert set(WATCH_SUBSCRIPTIONS.values()) == {
+    assert set(watch_subscriptions()) == {
         "supaglue-events-watch",
         "supaglue-quarantine-watch",
         *(f"supaglue-{route}-dead-letter-watch" for route in load_routes()),
@@ -544,7 +409,7 @@ def test_status_columns_are_fields_the_handlers_write() -> None:
     written = {
         "connections": "handlers/connections.py",
         "sync_state": "handlers/sync_state.py",
-        "backfills": "handlers/backfills.py handlers/worker.py",
+        "backfills": "handlers/scheduler.py handlers/backfill_store.py",
     }
     for spec in TABLES:
         source = " ".join((REPO / path).read_text() for path in written[spec.collection].split())

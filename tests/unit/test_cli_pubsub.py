@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ops.cli_pubsub import dead_letter_subscription, parse_since, push_subscription
-from ops.cli_status import table
+from ops.cli.pubsub import dead_letter_subscription, parse_since, push_subscription
+from ops.cli.status import table
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ import pytest
 
 from shared import events
 from shared.errors import InvalidEvent
-from tests.conftest import sample, sample_types
+from shared.samples import sample, sample_types
 
 EXPECTED_MODELS = {
     "connection.created": events.ConnectionCreated,

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from ops.signing import DEV_SECRET, signed_headers
 from shared.publisher import ConfirmingPublisher
-from tests.conftest import examples, ingest_client, sample_bytes, sample_types
+from shared.samples import sample_bytes, sample_types
+from tests.conftest import examples, ingest_client
 
 SIGNATURE_HEADERS = [
     "svix-id",

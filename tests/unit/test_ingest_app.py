@@ -24,7 +24,8 @@ from ingest_fn.classify import Destination, OutgoingMessage
 from ops.signing import DEV_SECRET, signed_headers
 from shared import publisher
 from shared.publisher import ConfirmingPublisher
-from tests.conftest import configured_ingest_client, sample, sample_bytes, sample_types
+from shared.samples import sample, sample_bytes, sample_types
+from tests.conftest import configured_ingest_client
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"a-second-secret-for-rotation-32b").decode()
 

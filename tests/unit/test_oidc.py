@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from handlers.auth import CertificatesUnavailable, Forbidden, OidcVerifier, Unauthenticated
+from handlers.auth import OidcVerifier
+from handlers.errors import CertificatesUnavailable, Forbidden, Unauthenticated
 from tests.oidc_issuer import LocalGoogleIssuer, SigningKey
 
 AUDIENCE = "https://alerts-123.europe-west1.run.app"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.events import KNOWN_EVENT_TYPES
-from shared.routing import MAX_FILTER_BYTES, Route, load_routes, routes_for
+from shared.routing import MAX_FILTER_BYTES, Route, load_routes, load_table, routes_for
 
 
 def test_every_known_event_type_has_a_route() -> None:
@@ -56,17 +56,41 @@ def test_prefix_patterns_become_has_prefix() -> None:
 
 
 def test_malformed_tables_are_refused(tmp_path: Path) -> None:
-    cases = [
-        {"routes": {"r": {"service": "s", "event_types": []}}},
-        {"routes": {"r": {"service": "s", "event_types": ["a*b"]}}},
+    services = {"s": {"local_port": 9001}, "w": {"local_port": 9002, "called_by": "tasks"}}
+    routes = [
+        {"r": {"service": "s", "handler": "m", "event_types": []}},
+        {"r": {"service": "s", "handler": "m", "event_types": ["a*b"]}},
         {
-            "routes": {
-                "r": {"service": "s", "event_types": [f"type.{i}.long.name" for i in range(9)]}
+            "r": {
+                "service": "s",
+                "handler": "m",
+                "event_types": [f"type.{i}.long.name" for i in range(9)],
             }
         },
+        {"r": {"service": "nowhere", "handler": "m", "event_types": ["a"]}},
+        {"r": {"service": "s", "event_types": ["a"]}},
     ]
+    cases = [{"services": services, "routes": r} for r in routes]
     for number, table in enumerate(cases):
         path = tmp_path / f"routing-{number}.json"
         path.write_text(json.dumps(table))
         with pytest.raises(ValueError, match="route 'r'"):
             load_routes(path)
+
+
+def test_malformed_services_are_refused(tmp_path: Path) -> None:
+    route = {"r": {"service": "s", "handler": "m", "event_types": ["a"]}}
+    cases = [
+        # A pushed service without a route, a worker with one, two workers, no worker.
+        ({"s": {"local_port": 9001}, "t": {"local_port": 9003}}, "service 't'"),
+        ({"s": {"local_port": 9001, "called_by": "tasks"}}, "service 's'"),
+        ({"s": {"local_port": 9001}, "w": {"local_port": 80, "called_by": "tasks"}}, "'w'"),
+        ({"s": {"local_port": 9001}, "w": {"local_port": 9001, "called_by": "tasks"}}, "share"),
+        ({"s": {"local_port": 9001}, "w": {"local_port": 9002, "called_by": "cron"}}, "'w'"),
+        ({"s": {"local_port": 9001}}, "exactly one"),
+    ]
+    for number, (services, match) in enumerate(cases):
+        path = tmp_path / f"services-{number}.json"
+        path.write_text(json.dumps({"services": services, "routes": route}))
+        with pytest.raises(ValueError, match=match):
+            load_table(path)

@@ -23,10 +23,12 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE
-from ops.cli_common import CliError, ensure_listening
+from ops import defaults
+from ops.cli.args import Commands, positive
+from ops.cli.errors import CliError, ensure_listening
 
 # The project `make run` uses; the emulator's default here, as it is `ops watch`'s.
-EMULATOR_PROJECT: Final = "local-dev"
+EMULATOR_PROJECT: Final = defaults.LOCAL_PROJECT
 EMULATOR_ENV: Final = "FIRESTORE_EMULATOR_HOST"
 # Cells longer than this (error messages) are cut, so a row stays on one line.
 MAX_CELL: Final = 48
@@ -181,17 +183,7 @@ def _emulator(host: str | None) -> Iterator[None]:
             os.environ[EMULATOR_ENV] = saved
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_command(commands: Commands) -> None:
     parser = commands.add_parser(
         "status",
         help="connections, sync state and backfills from Firestore",
@@ -216,7 +208,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "(default $FIRESTORE_DATABASE, else (default))",
     )
     parser.add_argument(
-        "--limit", type=_positive, default=50, help="rows per table, newest first (default 50)"
+        "--limit", type=positive, default=50, help="rows per table, newest first (default 50)"
     )
     parser.set_defaults(handler=_run_status)
 

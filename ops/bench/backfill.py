@@ -6,7 +6,7 @@ its first Cloud Task; the worker runs chunk after chunk (each writing its
 records to Firestore in batches, then enqueueing the next task) until done.
 The rate is records / (finished_at - started_at) from the backfill record.
 
-    python -m ops.bench_backfill [--chunks 10] [--chunk-records 500]
+    python -m ops.bench.backfill [--chunks 10] [--chunk-records 500]
 
 A script that prints figures, not a test.
 """
@@ -23,18 +23,18 @@ from pathlib import Path
 import requests
 from google.cloud import firestore
 
-from handlers.backfills import backfill_id
+from handlers.backfill_store import backfill_id
 from handlers.store import BACKFILLS
+from ops.local.stack import pipeline
 from ops.signing import signed_headers
-from ops.stack import running_stack, start_emulators
+from shared.samples import sample
 
 PROJECT = "bench-backfill"
-SAMPLE = Path(__file__).resolve().parent.parent / "shared" / "samples"
-HOOK = "ops.bench_hooks.synthetic"
+HOOK = "ops.synthetic_backfill.synthetic"
 
 
 def run_backfill(url: str, db: firestore.Client, timeout: float) -> dict[str, object]:
-    payload = json.loads((SAMPLE / "object.field_mapping.updated.json").read_text())
+    payload = sample("object.field_mapping.updated")
     payload |= {"customer_id": f"bench-{uuid.uuid4().hex[:8]}", "result": "SUCCESS"}
     body = json.dumps(payload).encode()
     headers = signed_headers(body)
@@ -60,24 +60,17 @@ def main() -> None:
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     print(f"starting emulators and services (logs in {log_dir}) ...", flush=True)
-    emulators = start_emulators(PROJECT, log_dir)
-    try:
-        with running_stack(
-            PROJECT,
-            emulators,
-            log_dir,
-            hook_modules="ops.bench_hooks",
-            with_ingest=True,
-            extra_env={
-                "BENCH_BACKFILL_RECORDS": str(total),
-                "BACKFILL_CHUNK_MAX_RECORDS": str(args.chunk_records),
-            },
-        ) as stack:
-            assert stack.ingest is not None
-            db = firestore.Client(project=PROJECT)
-            record = run_backfill(stack.ingest.url + "/", db, timeout=300)
-    finally:
-        emulators.stop()
+    with pipeline(
+        PROJECT,
+        log_dir,
+        hook_modules="ops.synthetic_backfill",
+        extra_env={
+            "BENCH_BACKFILL_RECORDS": str(total),
+            "BACKFILL_CHUNK_MAX_RECORDS": str(args.chunk_records),
+        },
+    ) as stack:
+        db = firestore.Client(project=PROJECT)
+        record = run_backfill(stack.spec.ingest_url, db, timeout=300)
 
     if record["state"] != "done":
         raise SystemExit(f"backfill ended {record['state']}: {record.get('last_error')}")

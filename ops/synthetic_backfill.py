@@ -1,4 +1,4 @@
-"""A backfill hook for the benchmark: a synthetic source written to Firestore in batches.
+"""A backfill hook over a synthetic source, for the backfill benchmark and the reliability suite.
 
 The source holds BENCH_BACKFILL_RECORDS numbered records; a chunk writes up
 to its record budget with batched writes (what a real hook's upserts cost),

@@ -42,18 +42,19 @@ import requests
 from google.cloud import firestore
 from google.protobuf import timestamp_pb2
 
-from handlers.backfills import backfill_id
+from handlers.backfill_store import backfill_id
 from handlers.ledger import Ledger
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE, doc_id
-from ops import bench_hooks, pubsub_admin
+from ops import pubsub_admin, synthetic_backfill
+from ops.local.stack import Stack, pipeline
+from ops.local.topology import Delivery
 from ops.signing import signed_headers
-from ops.stack import Stack, running_stack, start_emulators
 from shared.events import normalise_customer_id
 from shared.routing import routes_for
+from shared.samples import SAMPLES_DIR, sample
 
 PROJECT: Final = "reliability"
-SAMPLES: Final = Path(__file__).resolve().parent.parent / "shared" / "samples"
-BACKFILL_HOOK: Final = "ops.bench_hooks.synthetic"
+BACKFILL_HOOK: Final = "ops.synthetic_backfill.synthetic"
 # No handler progress for this long while events are pending: the emulator's push stalled.
 STALL_SECONDS: Final = 20.0
 # Svix's schedule (immediately, 5 s, 5 min, ...) compressed so a run takes minutes.
@@ -95,7 +96,7 @@ def make_events(count: int, rng: random.Random) -> list[Event]:
     for number in range(count):
         event_type, changes, _ = rng.choices(MIX, weights)[0]
         customer = f"c{number}-{uuid.uuid4().hex[:6]}"
-        sample = SAMPLES / f"{event_type}.json"
+        sample = SAMPLES_DIR / f"{event_type}.json"
         base = json.loads(sample.read_text()) if sample.exists() else {}
         payload = {
             **base,
@@ -208,8 +209,8 @@ class Checker:
         `since`: what is still unacknowledged is delivered afresh (the ledger skips what
         already took effect)."""
         subscriber = pubsub_admin.subscriber_client(self.stack.emulators.pubsub.host_port)
-        for route in self.stack.layout.routes:
-            name = subscriber.subscription_path(PROJECT, self.stack.layout.subscription(route))
+        for route in self.stack.spec.routing.routes:
+            name = subscriber.subscription_path(PROJECT, self.stack.names.subscription(route))
             current = subscriber.get_subscription(subscription=name)
             subscriber.modify_push_config(
                 request={"subscription": name, "push_config": current.push_config}
@@ -306,11 +307,11 @@ class Checker:
 
     def dead_letters(self) -> int:
         subscriber = pubsub_admin.subscriber_client(self.stack.emulators.pubsub.host_port)
-        layout = self.stack.layout
+        names = self.stack.names
         count = 0
-        for route in layout.routes:
+        for route in self.stack.spec.routing.routes:
             path = subscriber.subscription_path(
-                PROJECT, layout.watch_subscription(layout.dead_letter_topic(route))
+                PROJECT, names.watch_subscription(names.dead_letter_topic(route))
             )
             count += len(pubsub_admin.pull(subscriber, path, ack=False))
         return count
@@ -350,9 +351,8 @@ def run_load(
     drain: float,
     name: str = "load",
 ) -> list[Event]:
-    assert stack.ingest is not None
     events = make_events(count, rng)
-    sender = Sender(stack.ingest.url + "/", senders)
+    sender = Sender(stack.spec.ingest_url, senders)
     started_wall = time.time()
     started = time.monotonic()
     sender.deliver_all(events, rng)
@@ -410,7 +410,7 @@ def fault_handler_killed(
     claimed but not finished must be taken over once the lease expires, and
     nothing may be lost or done twice.
     """
-    master = stack.services["transforms"].process.pid
+    master = stack.services["transforms"].pid
 
     def kill_worker() -> None:
         time.sleep(2.0)
@@ -428,9 +428,9 @@ def fault_handler_killed(
 
 def fault_worker_killed(stack: Stack) -> None:
     """Kill the worker in the middle of a chunk; the backfill completes, committed chunks once."""
-    assert stack.ingest is not None
-    stack.restart_worker(BENCH_SLOW_CHUNK="2")
-    payload = json.loads((SAMPLES / "object.field_mapping.updated.json").read_text())
+    worker = stack.spec.routing.worker.name
+    stack.restart(worker, BENCH_SLOW_CHUNK="2")
+    payload = sample("object.field_mapping.updated")
     payload |= {
         "customer_id": f"worker-kill-{uuid.uuid4().hex[:6]}",
         "result": "SUCCESS",
@@ -438,17 +438,17 @@ def fault_worker_killed(stack: Stack) -> None:
     }
     body = json.dumps(payload).encode()
     headers = signed_headers(body)
-    requests.post(stack.ingest.url + "/", data=body, headers=headers, timeout=20).raise_for_status()
+    requests.post(stack.spec.ingest_url, data=body, headers=headers, timeout=20).raise_for_status()
     backfill = backfill_id(headers["svix-id"], BACKFILL_HOOK)
     db = firestore.Client(project=PROJECT)
-    runs = db.collection(bench_hooks.RUNS)
+    runs = db.collection(synthetic_backfill.RUNS)
     deadline = time.monotonic() + 120
     while not runs.document(f"{backfill}:2").get().exists:
         if time.monotonic() > deadline:
             raise Violation("chunk 2 never started")
         time.sleep(0.2)
-    stack.services["backfill-worker"].kill()
-    stack.restart_worker()
+    stack.services[worker].kill()
+    stack.restart(worker)
     while (db.collection(BACKFILLS).document(backfill).get().to_dict() or {}).get(
         "state"
     ) != "done":
@@ -489,26 +489,23 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)  # noqa: S311 (a reproducible mix, not a secret)
     log_dir = Path(tempfile.mkdtemp(prefix="reliability-"))
     print(f"starting emulators and services (logs in {log_dir}) ...", flush=True)
-    emulators = start_emulators(PROJECT, log_dir)
     try:
-        with running_stack(
+        with pipeline(
             PROJECT,
-            emulators,
             log_dir,
-            hook_modules="ops.bench_hooks",
-            with_ingest=True,
-            ingest_threads=16,
+            hook_modules="ops.synthetic_backfill",
             extra_env={
                 "BENCH_BACKFILL_RECORDS": "40",
                 "BACKFILL_CHUNK_MAX_RECORDS": "10",
                 "LEDGER_LEASE_SECONDS": "10",
             },
             # A frozen Pub/Sub answers nothing: ingest gives up (503) after this.
-            ingest_extra_env={"PUBLISH_TIMEOUT_SECONDS": "3"},
+            ingest_extra_env={"PUBLISH_TIMEOUT_SECONDS": "3", "THREADS": "16"},
             # Enough attempts to ride out a handler restart of a few seconds, as the
             # cloud's longer backoff does; dead-lettering is covered by the tests.
-            max_delivery_attempts=20,
-            maximum_backoff_seconds=5,
+            delivery=Delivery(
+                max_delivery_attempts=20, minimum_backoff_seconds=1, maximum_backoff_seconds=5
+            ),
         ) as stack:
             faults = args.phase in ("faults", "all")
             if args.phase in ("load", "all"):
@@ -524,8 +521,6 @@ def main(argv: list[str] | None = None) -> int:
     except Violation as exc:
         print(f"\nVIOLATION: {exc}\n(logs in {log_dir})")
         return 1
-    finally:
-        emulators.stop()
     print("\nall reliability checks passed")
     return 0
 

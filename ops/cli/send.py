@@ -1,9 +1,4 @@
-"""The operator CLI, `python -m ops COMMAND`: send signed webhooks, watch the topics.
-
-A thin argparse layer over plain typed functions: each `_add_<command>`
-declares one subcommand and a handler that turns its arguments into a call
-and the outcome into an exit code (0 done, 1 failed, 2 bad usage).
-"""
+"""`python -m ops send`: sign a sample event (or any file) as Svix does and POST it."""
 
 from __future__ import annotations
 
@@ -12,33 +7,23 @@ import http.client
 import json
 import os
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TextIO
 
-from google.api_core import exceptions as api_exceptions
-from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from ops import cli_pubsub, cli_status, pubsub_admin
-from ops.cli_common import CliError, ensure_listening
-from ops.emulators import LOOPBACK
-from ops.local import (
-    DEFAULT_INGEST_PORT,
-    DEFAULT_PUBSUB_PORT,
-    LOCAL_PROJECT,
-    REPO,
-    WATCH_SUBSCRIPTIONS,
-)
+from ops import defaults
+from ops.cli.args import Commands, positive
+from ops.cli.errors import CliError
 from ops.signing import DEV_SECRET, new_webhook_id, signed_headers
+from shared.samples import SAMPLES_DIR, sample_types
 
-SAMPLES_DIR: Final = REPO / "shared" / "samples"
-DEFAULT_URL: Final = f"http://{LOOPBACK}:{DEFAULT_INGEST_PORT}/"
+DEFAULT_URL: Final = defaults.INGEST_URL
 SECRET_ENV: Final = "WEBHOOK_SECRET"  # noqa: S105 (a variable name, not a secret)
 RESULTS: Final = ("SUCCESS", "ERROR")
 SIMULATED_ERROR: Final = "Simulated failure sent by `ops send --result ERROR`"
@@ -50,8 +35,6 @@ _TYPES_WITH_ERROR_MESSAGE: Final = (
 )
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
-Handler = Callable[[argparse.Namespace], int]
-
 
 @dataclass(frozen=True)
 class Response:
@@ -61,13 +44,6 @@ class Response:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
-
-
-# --- send ------------------------------------------------------------------
-
-
-def sample_types() -> list[str]:
-    return sorted(path.name.removesuffix(".json") for path in SAMPLES_DIR.glob("*.json"))
 
 
 def load_body(source: str) -> bytes:
@@ -214,17 +190,7 @@ def _event_type(body: bytes) -> str:
     return event_type if isinstance(event_type, str) else "(no event type)"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _add_send(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_command(commands: Commands) -> None:
     parser = commands.add_parser(
         "send",
         help="POST a signed sample event (or file) to the ingest function",
@@ -260,7 +226,7 @@ def _add_send(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--webhook-id", help="the svix-id (default: a new msg_... id)")
     parser.add_argument(
         "--repeat",
-        type=_positive,
+        type=positive,
         default=1,
         metavar="N",
         help="send the same delivery (same svix-id) N times, as Svix retries do",
@@ -288,148 +254,3 @@ def _run_send(args: argparse.Namespace) -> int:
         branded=not args.unbranded,
     )
     return 0 if ok else 1
-
-
-# --- watch -----------------------------------------------------------------
-
-
-def format_message(subscription: str, message: pubsub_admin.PulledMessage) -> str:
-    lines = [f"=== {subscription}  message {message.message_id}"]
-    lines += [f"  {key}: {value}" for key, value in sorted(message.attributes.items())]
-    try:
-        body = json.dumps(json.loads(message.data), indent=2, ensure_ascii=False)
-    except (ValueError, RecursionError):
-        body = f"({len(message.data)} bytes, not JSON)\n" + message.data.decode(errors="replace")
-    lines.append(body)
-    return "\n".join(lines)
-
-
-def watch(
-    *,
-    emulator_host: str,
-    project: str,
-    subscriptions: Sequence[str],
-    once: bool = False,
-    interval: float = 1.0,
-    out: TextIO | None = None,
-) -> int:
-    """Print and acknowledge what arrives on the subscriptions; the number of messages.
-
-    Pulls until interrupted, or once with `once`.
-    """
-    out = out or sys.stdout
-    ensure_listening(emulator_host)
-    subscriber = pubsub_admin.subscriber_client(emulator_host)
-    paths = {
-        name: name if name.startswith("projects/") else subscriber.subscription_path(project, name)
-        for name in subscriptions
-    }
-    seen = 0
-    try:
-        while True:
-            pulled = 0
-            for name, path in paths.items():
-                messages = _pull(subscriber, path, emulator_host)
-                for message in messages:
-                    print(format_message(name, message), file=out, flush=True)
-                if messages:
-                    # Acknowledged only once printed, so an interrupted watch loses nothing.
-                    subscriber.acknowledge(
-                        subscription=path, ack_ids=[message.ack_id for message in messages]
-                    )
-                pulled += len(messages)
-            seen += pulled
-            if once:
-                return seen
-            if not pulled:
-                time.sleep(interval)
-    finally:
-        subscriber.close()
-
-
-def _pull(
-    subscriber: pubsub_v1.SubscriberClient, path: str, emulator_host: str
-) -> list[pubsub_admin.PulledMessage]:
-    try:
-        return pubsub_admin.pull(subscriber, path, ack=False, timeout=5)
-    except api_exceptions.NotFound:
-        raise CliError(
-            f"{path} does not exist on {emulator_host}: is `make run` up, "
-            "and are --project and --emulator-host right?"
-        ) from None
-    except (api_exceptions.GoogleAPIError, api_exceptions.RetryError) as exc:
-        raise CliError(f"Pub/Sub at {emulator_host} failed: {exc}") from None
-
-
-def _add_watch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "watch",
-        help="print what arrives on the local topics",
-        description="Pull from the watch subscriptions, print each message "
-        "(attributes and body) and acknowledge it.",
-    )
-    parser.add_argument(
-        "--emulator-host",
-        help=f"default $PUBSUB_EMULATOR_HOST, else {LOOPBACK}:{DEFAULT_PUBSUB_PORT}",
-    )
-    parser.add_argument("--project", default=LOCAL_PROJECT, help=f"default {LOCAL_PROJECT}")
-    parser.add_argument(
-        "--subscription",
-        dest="subscriptions",
-        action="extend",
-        nargs="+",
-        metavar="S",
-        help=f"subscription id or path (default: {', '.join(WATCH_SUBSCRIPTIONS.values())})",
-    )
-    parser.add_argument("--once", action="store_true", help="pull once and exit")
-    parser.set_defaults(handler=_run_watch)
-
-
-def _run_watch(args: argparse.Namespace) -> int:
-    host = (
-        args.emulator_host
-        or os.environ.get("PUBSUB_EMULATOR_HOST")
-        or f"{LOOPBACK}:{DEFAULT_PUBSUB_PORT}"
-    )
-    subscriptions = args.subscriptions or list(WATCH_SUBSCRIPTIONS.values())
-    if not args.once:
-        print(
-            f"Watching {', '.join(subscriptions)} on {host} (project {args.project}); "
-            "Ctrl-C stops.",
-            flush=True,
-        )
-    try:
-        count = watch(
-            emulator_host=host, project=args.project, subscriptions=subscriptions, once=args.once
-        )
-    except KeyboardInterrupt:
-        # Ctrl-C is how a watch ends.
-        return 0
-    if args.once and not count:
-        print("(no messages)")
-    return 0
-
-
-# --- entry point -----------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ops", description="Operator tools for the Supaglue webhook pipeline."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_send(commands)
-    _add_watch(commands)
-    cli_pubsub.add_commands(commands)
-    cli_status.add_command(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handler: Handler = args.handler
-    try:
-        return handler(args)
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.code

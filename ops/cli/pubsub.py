@@ -1,4 +1,4 @@
-"""`dlq list`, `dlq replay` and `replay --since`: the command line over ops/dlq.py.
+"""`dlq list`, `dlq replay` and `replay --since`: the command line over ops/cli/dead_letters.py.
 
 Works against the emulator (--emulator-host or $PUBSUB_EMULATOR_HOST) and a
 real project (application default credentials) alike. Names follow the
@@ -16,7 +16,10 @@ from typing import Any
 
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
 
-from ops import dlq, pubsub_admin
+from ops import defaults, pubsub_admin
+from ops.cli import dead_letters as dlq
+from ops.cli.args import Commands
+from shared.names import DEFAULT_PREFIX, Names
 from shared.routing import load_routes
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
@@ -37,10 +40,11 @@ def dead_letter_subscription(name: str, *, project: str, prefix: str) -> str:
     """A route name, `quarantine`, a subscription id, or a full path -> the path."""
     if name.startswith("projects/"):
         return name
+    names = Names(prefix)
     if name in load_routes():
-        name = f"{prefix}-{name}-dead-letter-watch"
+        name = names.watch_subscription(names.dead_letter_topic(name))
     elif name == "quarantine":
-        name = f"{prefix}-quarantine-watch"
+        name = names.watch_subscription(names.quarantine_topic)
     return f"projects/{project}/subscriptions/{name}"
 
 
@@ -48,7 +52,7 @@ def push_subscription(name: str, *, project: str, prefix: str) -> str:
     if name.startswith("projects/"):
         return name
     if name in load_routes():
-        name = f"{prefix}-{name}"
+        name = Names(prefix).subscription(name)
     return f"projects/{project}/subscriptions/{name}"
 
 
@@ -70,10 +74,12 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--project",
-        default=os.environ.get("GOOGLE_CLOUD_PROJECT", "local-dev"),
-        help="default $GOOGLE_CLOUD_PROJECT, else local-dev",
+        default=os.environ.get("GOOGLE_CLOUD_PROJECT", defaults.LOCAL_PROJECT),
+        help=f"default $GOOGLE_CLOUD_PROJECT, else {defaults.LOCAL_PROJECT}",
     )
-    parser.add_argument("--prefix", default="supaglue", help="topic prefix (default supaglue)")
+    parser.add_argument(
+        "--prefix", default=DEFAULT_PREFIX, help=f"name prefix (default {DEFAULT_PREFIX})"
+    )
     parser.add_argument(
         "--emulator-host",
         default=os.environ.get("PUBSUB_EMULATOR_HOST"),
@@ -81,7 +87,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(commands: Commands) -> None:
     dead = commands.add_parser("dlq", help="inspect and replay dead letters")
     actions = dead.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
 
@@ -133,7 +139,7 @@ def _run_list(args: argparse.Namespace) -> int:
 def _run_replay(args: argparse.Namespace) -> int:
     publisher, subscriber = clients(args.emulator_host)
     path = dead_letter_subscription(args.source, project=args.project, prefix=args.prefix)
-    topic = publisher.topic_path(args.project, args.topic or f"{args.prefix}-events")
+    topic = publisher.topic_path(args.project, args.topic or Names(args.prefix).events_topic)
     reasons = set(args.reason or [])
     ids = set(args.message_ids or [])
 

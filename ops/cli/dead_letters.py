@@ -1,7 +1,7 @@
 """Dead letters and replay: inspect, republish, and rewind subscriptions.
 
 Plain functions over Pub/Sub clients, so they run the same against the
-emulator and a real project; ops/cli.py is the thin command line over them.
+emulator and a real project; ops/cli/pubsub.py is the thin command line over them.
 A replayed message goes back to its original topic with its original
 attributes, and its dead letter is acknowledged only once Pub/Sub confirmed
 the republish; the handlers' ledger makes a replay of an already-handled

@@ -1,12 +1,12 @@
 """End-to-end latency: ingest answered 2xx -> the handler's effect committed in Firestore.
 
-Serves the whole pipeline on the emulators (ops.stack), sends N signed
+Serves the whole pipeline on the emulators (ops/local/stack.py), sends N signed
 `sync.complete` webhooks, each for its own customer, from a few concurrent
 senders, and records the moment each 2xx arrived. The effect is the
 sync-state document the `sync-state` handler commits; its Firestore
 `update_time` is the commit time. Both clocks are this machine's.
 
-    python -m ops.bench_e2e [--events 500] [--concurrency 8] [--rate 20]
+    python -m ops.bench.e2e [--events 500] [--concurrency 8] [--rate 20]
 
 `--rate` paces the senders (events per second; 0 sends as fast as they can),
 so the figure is the pipeline's latency rather than the queueing of a burst
@@ -31,11 +31,11 @@ import requests
 from google.cloud import firestore
 
 from handlers.store import SYNC_STATE, doc_id
+from ops.local.stack import pipeline
 from ops.signing import signed_headers
-from ops.stack import running_stack, start_emulators
+from shared.samples import sample
 
 PROJECT = "bench-e2e"
-SAMPLE = Path(__file__).resolve().parent.parent / "shared" / "samples" / "sync.complete.json"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -47,7 +47,7 @@ def send_all(
     url: str, customers: list[str], concurrency: int, rate: float = 0
 ) -> tuple[dict[str, float], list[float]]:
     """Send one webhook per customer; return when each 2xx arrived, and ingest latencies."""
-    template = json.loads(SAMPLE.read_text())
+    template = sample("sync.complete")
     answered: dict[str, float] = {}
     latencies: list[float] = []
     lock = threading.Lock()
@@ -105,25 +105,19 @@ def main() -> None:
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     print(f"starting emulators and services (logs in {log_dir}) ...", flush=True)
-    emulators = start_emulators(PROJECT, log_dir)
-    try:
-        with running_stack(PROJECT, emulators, log_dir, hook_modules="", with_ingest=True) as stack:
-            assert stack.ingest is not None
-            run = uuid.uuid4().hex[:6]
-            warmup = [f"warm-{run}-{i}" for i in range(20)]
-            customers = [f"cust-{run}-{i}" for i in range(args.events)]
-            db = firestore.Client(project=PROJECT)
-            send_all(stack.ingest.url + "/", warmup, args.concurrency)
-            wait_for_effects(db, warmup, 60)
+    with pipeline(PROJECT, log_dir, hook_modules="") as stack:
+        url = stack.spec.ingest_url
+        run = uuid.uuid4().hex[:6]
+        warmup = [f"warm-{run}-{i}" for i in range(20)]
+        customers = [f"cust-{run}-{i}" for i in range(args.events)]
+        db = firestore.Client(project=PROJECT)
+        send_all(url, warmup, args.concurrency)
+        wait_for_effects(db, warmup, 60)
 
-            started = time.monotonic()
-            answered, ingest_latencies = send_all(
-                stack.ingest.url + "/", customers, args.concurrency, args.rate
-            )
-            committed = wait_for_effects(db, customers, 120)
-            elapsed = time.monotonic() - started
-    finally:
-        emulators.stop()
+        started = time.monotonic()
+        answered, ingest_latencies = send_all(url, customers, args.concurrency, args.rate)
+        committed = wait_for_effects(db, customers, 120)
+        elapsed = time.monotonic() - started
 
     end_to_end = [(committed[c] - answered[c]) * 1000 for c in customers]
     ingest_ms = [v * 1000 for v in ingest_latencies]

@@ -1,0 +1,195 @@
+"""The one way the local stack starts, watches and stops a process.
+
+Every emulator, service and function runs in a session of its own, so that
+Ctrl-C at a terminal reaches it only through `stop`, in order, and so that
+`stop` can end its whole process group: gcloud starts Java underneath, and
+gunicorn forks workers, either of which would keep a port open if left behind.
+Output goes to a log file, and, for `make run`, also line by line to a queue
+its console prints from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Final
+
+from ops.defaults import LOOPBACK
+
+REPO: Final = Path(__file__).resolve().parents[2]
+_STOP_TIMEOUT_SECONDS: Final = 10.0
+
+# (process name, line): what a process printed, for a console to show.
+Lines = queue.Queue[tuple[str, str]]
+
+
+class NotReady(RuntimeError):
+    """A process exited or did not answer in time; the message carries its last lines."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    _reader: threading.Thread | None = field(default=None, repr=False)
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = _STOP_TIMEOUT_SECONDS) -> None:
+        """SIGTERM the group, SIGKILL if it outstays `timeout`, then whatever is left; idempotent."""
+        pgid = self.popen.pid  # start_new_session made it the group leader
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                self.popen.wait(timeout=timeout)
+        # The leader may be gone while a child it started lingers.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        self._finish_output()
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: a crash, not a shutdown."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=_STOP_TIMEOUT_SECONDS)
+        self._finish_output()
+
+    def _finish_output(self) -> None:
+        if self._reader is not None:
+            # Let the reader copy what the process wrote last.
+            self._reader.join(timeout=2)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    console: Lines | None = None,
+) -> Process:
+    """Start `argv` in its own session; its output goes to `log_path` (and `console`)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    popen = subprocess.Popen(
+        list(argv),
+        cwd=REPO,
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=log if console is None else subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    if console is None:
+        return Process(name, popen, log_path, _log=log)
+    reader = threading.Thread(
+        target=_pump, args=(name, popen.stdout, log, console), name=f"{name}-log", daemon=True
+    )
+    reader.start()
+    return Process(name, popen, log_path, _reader=reader)
+
+
+def _pump(name: str, stream: IO[bytes] | None, log: IO[bytes], console: Lines) -> None:
+    """Copy a process's output to its log file and to the console queue, line by line."""
+    if stream is None:
+        return
+    with stream, log:
+        for raw in stream:
+            log.write(raw)
+            log.flush()
+            console.put((name, raw.decode(errors="replace").rstrip("\r\n")))
+
+
+def wait_http(
+    process: Process, url: str, *, statuses: Collection[int] = (200,), timeout: float = 60
+) -> None:
+    """Until a GET of `url` answers one of `statuses`."""
+    # No proxy: an HTTP(S)_PROXY in the environment must not intercept loopback calls.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def answered() -> bool:
+        try:
+            with opener.open(url, timeout=1) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (urllib.error.URLError, OSError):
+            return False
+        return status in statuses
+
+    _wait(process, answered, timeout, f"answer on {url}")
+
+
+def wait_tcp(process: Process, port: int, *, timeout: float = 60) -> None:
+    """Until something accepts connections on `port` (loopback)."""
+
+    def accepting() -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    _wait(process, accepting, timeout, f"listen on {LOOPBACK}:{port}")
+
+
+def _wait(process: Process, ready: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if not process.running():
+            process.stop()
+            raise NotReady(
+                f"{process.name} exited with code {process.popen.returncode} while starting; "
+                f"its log ({process.log_path}) ends:\n{process.tail()}"
+            )
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            process.stop()
+            raise NotReady(
+                f"{process.name} did not {what} within {timeout:.0f}s; its log ends:\n"
+                f"{process.tail()}"
+            )
+        time.sleep(0.1)
