@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from google.api_core import exceptions as api_exceptions
@@ -33,6 +33,9 @@ DEAD_LETTER_ATTRIBUTES: Final = frozenset(
 PUBSUB_DEAD_LETTER_PREFIX: Final = "CloudPubSubDeadLetter"
 _PULL_BATCH: Final = 100
 _LEASE_SECONDS: Final = 60
+# `--since 7d` on a subscription that keeps seven days asks for what it holds: only a time
+# clearly beyond the retention loses messages.
+_RETENTION_SLACK: Final = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -157,11 +160,83 @@ def replay(
 
 
 def seek(subscriber: Any, subscription: str, since: datetime) -> None:
-    """Rewind a subscription: every message published since `since` is delivered again.
-
-    Needs `retain_acked_messages` on the subscription (Terraform sets it) and
-    only reaches back as far as its retention.
-    """
+    """Rewind a subscription to `since` (what that redelivers: `rewind`)."""
     timestamp = timestamp_pb2.Timestamp()
     timestamp.FromDatetime(since)
-    subscriber.seek(request={"subscription": subscription, "time": timestamp})
+    subscriber.seek(request={"subscription": subscription, "time": timestamp}, timeout=30)
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """What a seek redelivers: lines to print, and a warning or an error to report."""
+
+    lines: list[str]
+    warning: str | None = None
+    error: str | None = None
+
+
+def rewind(
+    subscription: str,
+    since: datetime,
+    *,
+    retains_acked: bool,
+    retention: timedelta,
+    topic_retention: timedelta,
+    now: datetime,
+) -> Rewind:
+    """What seeking `subscription` to `since` redelivers, from its and its topic's settings.
+
+    A seek marks every message it can reach that was published before `since`
+    acknowledged, and every one since then unacknowledged. It reaches acknowledged
+    messages only where they are kept: by the subscription (`retain_acked_messages`,
+    for its `retention`) or by its topic (`topic_retention`), and no further back.
+    """
+    name = subscription.rsplit("/", 1)[-1]
+    when = since.isoformat(timespec="seconds")
+    lines = [f"{subscription} rewound to {when}"]
+    kept_by = []
+    if retains_acked:
+        kept_by.append(f"it keeps acknowledged messages for {duration(retention)}")
+    if topic_retention:
+        kept_by.append(f"its topic keeps messages for {duration(topic_retention)}")
+    reach = max(retention if retains_acked else timedelta(0), topic_retention)
+    warning = error = None
+    if reach:
+        lines.append(
+            f"  {' and '.join(kept_by)}: every message published since then is delivered "
+            "again (a handler's ledger skips events that already took effect)"
+        )
+        oldest = now - reach
+        if since < oldest - _RETENTION_SLACK:
+            warning = (
+                f"--since {when} is further back than {name} can replay ({duration(reach)}, "
+                f"back to {oldest.isoformat(timespec='seconds')}): messages published before then "
+                "are not delivered again"
+            )
+    else:
+        lines.append(
+            "  only messages published since then that were not yet acknowledged "
+            "are delivered again"
+        )
+        error = (
+            f"{name} does not retain acknowledged messages (retain_acked_messages is off) and "
+            f"its topic keeps none (no message retention), so those acknowledged since {when} "
+            "are NOT delivered again: set either (Terraform and `make run` set both for the "
+            "routes' subscriptions); only what is acknowledged after that can be replayed"
+        )
+    lines.append(
+        "  messages published before then and not yet acknowledged are now acknowledged "
+        "(the seek marks them so) and are not delivered"
+    )
+    return Rewind(lines, warning, error)
+
+
+def duration(span: timedelta) -> str:
+    """`7 days`, `1 day 12 hours`, `10 minutes`: the two largest units."""
+    seconds = int(span.total_seconds())
+    parts = []
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts[:2]) or "0 seconds"

@@ -3,6 +3,7 @@
 A thin argparse layer over plain typed functions: each command module's
 `add_command` declares one subcommand and a handler that turns its arguments
 into a call and the outcome into an exit code (0 done, 1 failed, 2 bad usage).
+A failure is a CliError, reported as one line on stderr: `error: ...`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 from ops.cli import pubsub, send, status, watch
 from ops.cli.args import Handler
-from ops.cli.errors import CliError
+from ops.cli.errors import CliError, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,5 +35,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return exc.code

@@ -2,8 +2,10 @@
 
 Works against the emulator (--emulator-host or $PUBSUB_EMULATOR_HOST) and a
 real project (application default credentials) alike. Names follow the
-Terraform and local topology: `<prefix>-<route>-dead-letter-watch`,
-`<prefix>-quarantine-watch`, `<prefix>-<route>` and `<prefix>-events`.
+Terraform and local topology (shared/names.py): `<prefix>-<route>-dead-letter-watch`,
+`<prefix>-quarantine-watch`, `<prefix>-<route>` and `<prefix>-events`. Each
+command reads the subscription it names before it touches it
+(ops/cli/pubsub_target.py), so a wrong name fails with the names that exist.
 """
 
 from __future__ import annotations
@@ -11,49 +13,20 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
 
-from ops import defaults, pubsub_admin
+from ops import defaults
 from ops.cli import dead_letters as dlq
-from ops.cli.args import Commands
+from ops.cli.args import Commands, positive
+from ops.cli.errors import CliError
+from ops.cli.pubsub_target import QUARANTINE, PubSub, resource_id, route_names
 from shared.names import DEFAULT_PREFIX, Names
-from shared.routing import load_routes
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def clients(emulator_host: str | None) -> tuple[Any, Any]:
-    """Publisher and subscriber for the emulator if a host is given, else the real service."""
-    if emulator_host:
-        return (
-            pubsub_admin.publisher_client(emulator_host),
-            pubsub_admin.subscriber_client(emulator_host),
-        )
-    return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-
-
-def dead_letter_subscription(name: str, *, project: str, prefix: str) -> str:
-    """A route name, `quarantine`, a subscription id, or a full path -> the path."""
-    if name.startswith("projects/"):
-        return name
-    names = Names(prefix)
-    if name in load_routes():
-        name = names.watch_subscription(names.dead_letter_topic(name))
-    elif name == "quarantine":
-        name = names.watch_subscription(names.quarantine_topic)
-    return f"projects/{project}/subscriptions/{name}"
-
-
-def push_subscription(name: str, *, project: str, prefix: str) -> str:
-    if name.startswith("projects/"):
-        return name
-    if name in load_routes():
-        name = Names(prefix).subscription(name)
-    return f"projects/{project}/subscriptions/{name}"
 
 
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
@@ -92,16 +65,16 @@ def add_commands(commands: Commands) -> None:
     actions = dead.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
 
     listing = actions.add_parser("list", help="show dead letters and why, consuming nothing")
-    listing.add_argument("source", help="a route name, 'quarantine', or a subscription")
-    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("source", help=f"a route name, '{QUARANTINE}', or a subscription")
+    listing.add_argument("--limit", type=positive, default=20)
     _common(listing)
     listing.set_defaults(handler=_run_list)
 
     replaying = actions.add_parser(
         "replay", help="republish dead letters to their original topic, then acknowledge them"
     )
-    replaying.add_argument("source", help="a route name, 'quarantine', or a subscription")
-    replaying.add_argument("--limit", type=int, default=100)
+    replaying.add_argument("source", help=f"a route name, '{QUARANTINE}', or a subscription")
+    replaying.add_argument("--limit", type=positive, default=100)
     replaying.add_argument("--dry-run", action="store_true", help="show what would be replayed")
     replaying.add_argument("--reason", action="append", help="only letters with this reason")
     replaying.add_argument(
@@ -121,10 +94,33 @@ def add_commands(commands: Commands) -> None:
     seek.set_defaults(handler=_run_seek)
 
 
+def _target(args: argparse.Namespace) -> PubSub:
+    return PubSub(project=args.project, emulator_host=args.emulator_host, prefix=args.prefix)
+
+
+def _dead_letter_source(
+    target: PubSub, subscriber: pubsub_v1.SubscriberClient, name: str
+) -> pubsub_v1.types.Subscription:
+    """The pull subscription `name` means; a push one would take live events from its handler."""
+    accepts = f"a route ({', '.join(route_names())}), {QUARANTINE}"
+    subscription = target.subscription(
+        subscriber, target.dead_letter_subscription(name), given=name, accepts=accepts
+    )
+    if subscription.push_config.push_endpoint:
+        raise CliError(
+            f"{resource_id(subscription.name)} is a push subscription (it delivers to "
+            f"{subscription.push_config.push_endpoint}), not dead letters to read: "
+            f"give {accepts} or a pull subscription"
+        )
+    return subscription
+
+
 def _run_list(args: argparse.Namespace) -> int:
-    _, subscriber = clients(args.emulator_host)
-    path = dead_letter_subscription(args.source, project=args.project, prefix=args.prefix)
-    letters = dlq.list_dead_letters(subscriber, path, limit=args.limit)
+    target = _target(args)
+    with target.failures():
+        subscriber = target.subscriber()
+        path = _dead_letter_source(target, subscriber, args.source).name
+        letters = dlq.list_dead_letters(subscriber, path, limit=args.limit)
     print(f"{len(letters)} dead letter(s) on {path}")
     for letter in letters:
         attributes = letter.attributes
@@ -137,37 +133,77 @@ def _run_list(args: argparse.Namespace) -> int:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    publisher, subscriber = clients(args.emulator_host)
-    path = dead_letter_subscription(args.source, project=args.project, prefix=args.prefix)
-    topic = publisher.topic_path(args.project, args.topic or Names(args.prefix).events_topic)
+    target = _target(args)
     reasons = set(args.reason or [])
     ids = set(args.message_ids or [])
 
     def chosen(letter: dlq.DeadLetter) -> bool:
         return (not reasons or letter.reason in reasons) and (not ids or letter.message_id in ids)
 
-    verb = "Would replay" if args.dry_run else "Replaying"
-    print(f"{verb} up to {args.limit} from {path} to {topic}", flush=True)
-    report = dlq.replay(
-        subscriber,
-        publisher,
-        path,
-        topic,
-        limit=args.limit,
-        dry_run=args.dry_run,
-        select=chosen,
-        progress=lambda line: print(line, flush=True),
-    )
+    with target.failures():
+        subscriber = target.subscriber()
+        source = _dead_letter_source(target, subscriber, args.source)
+        publisher = target.publisher()
+        topic = target.topic_path(args.topic or Names(args.prefix).events_topic)
+        target.topic(publisher, topic)
+        if source.topic == topic:
+            raise CliError(
+                f"{resource_id(source.name)} reads {resource_id(topic)} itself: replaying it "
+                "would publish its messages back where they came from; give a dead-letter "
+                "subscription (a route name or quarantine)"
+            )
+        verb = "Would replay" if args.dry_run else "Replaying"
+        print(f"{verb} up to {args.limit} from {source.name} to {topic}", flush=True)
+        report = dlq.replay(
+            subscriber,
+            publisher,
+            source.name,
+            topic,
+            limit=args.limit,
+            dry_run=args.dry_run,
+            select=chosen,
+            progress=lambda line: print(line, flush=True),
+        )
     print(
         f"{'would replay' if args.dry_run else 'replayed'} {len(report.replayed)}, "
         f"skipped {len(report.skipped)}, failed {len(report.failed)}"
     )
-    return 1 if report.failed else 0
+    if report.failed:
+        raise CliError(
+            f"{len(report.failed)} dead letter(s) could not be republished to {topic} "
+            "(listed above) and stay on the subscription"
+        )
+    return 0
 
 
 def _run_seek(args: argparse.Namespace) -> int:
-    _, subscriber = clients(args.emulator_host)
-    path = push_subscription(args.subscription, project=args.project, prefix=args.prefix)
-    dlq.seek(subscriber, path, args.since)
-    print(f"{path} rewound to {args.since.isoformat()}: messages since then are delivered again")
+    now = datetime.now(UTC)
+    since: datetime = args.since
+    if since > now:
+        # A seek to the future would mark everything published until then acknowledged.
+        raise CliError(f"--since {since.isoformat()} is in the future", code=2)
+    target = _target(args)
+    with target.failures():
+        subscriber = target.subscriber()
+        subscription = target.subscription(
+            subscriber,
+            target.push_subscription(args.subscription),
+            given=args.subscription,
+            accepts=f"a route ({', '.join(route_names())})",
+        )
+        outcome = dlq.rewind(
+            subscription.name,
+            since,
+            retains_acked=subscription.retain_acked_messages,
+            retention=subscription.message_retention_duration,
+            topic_retention=target.topic_retention(target.publisher(), subscription.topic),
+            now=now,
+        )
+        # Also where nothing acknowledged comes back: what is unacknowledged is still redelivered.
+        dlq.seek(subscriber, subscription.name, since)
+    print("\n".join(outcome.lines))
+    if outcome.warning:
+        print(f"warning: {outcome.warning}", file=sys.stderr)
+    if outcome.error:
+        raise CliError(outcome.error)
     return 0

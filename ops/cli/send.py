@@ -34,6 +34,16 @@ _TYPES_WITH_ERROR_MESSAGE: Final = (
     "object.field_mapping.",
 )
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+# What the ingest function's answers mean (README, The ingest function) and what to check.
+_HINTS: Final = {
+    401: f": the signature was refused; is --secret (or ${SECRET_ENV}) one of the function's "
+    "WEBHOOK_SECRETS?",
+    404: ": is --url the ingest function's URL?",
+    405: ": is --url the ingest function's URL?",
+    413: ": the body is over the function's MAX_BODY_BYTES",
+    503: ": the function could not store it in Pub/Sub (its log says why); Svix would retry",
+}
+_REDIRECT: Final = ": a redirect, not followed with the signed body; give the URL it points to"
 
 
 @dataclass(frozen=True)
@@ -139,7 +149,9 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = 30.
             return Response(exc.code, exc.read().decode(errors="replace"))
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CliError(f"no answer from {url}: {reason} (is `make run` up?)") from None
+        raise CliError(
+            f"no answer from {url} ({reason}): is `make run` up, and is --url right?"
+        ) from None
 
 
 def send(
@@ -151,8 +163,8 @@ def send(
     repeat: int = 1,
     branded: bool = True,
     out: TextIO | None = None,
-) -> bool:
-    """Deliver `body` signed, `repeat` times as one delivery; True if every answer was 2xx.
+) -> list[Response]:
+    """Deliver `body` signed, `repeat` times as one delivery; every answer, in order.
 
     Repeats keep the webhook id, as Svix's retries do, but are signed afresh:
     Svix signs each attempt with its own timestamp, which is what lets a retry
@@ -161,7 +173,7 @@ def send(
     out = out or sys.stdout  # looked up per call, so a replaced sys.stdout is honoured
     webhook_id = webhook_id or new_webhook_id()
     label = _event_type(body)
-    all_ok = True
+    responses = []
     for attempt in range(1, repeat + 1):
         try:
             headers = signed_headers(body, secret, webhook_id=webhook_id, branded=branded)
@@ -177,8 +189,19 @@ def send(
         )
         response = post(url, body, headers)
         print(f"<- {response.status} {response.body.strip()}", file=out, flush=True)
-        all_ok = all_ok and response.ok
-    return all_ok
+        responses.append(response)
+    return responses
+
+
+def refusal(url: str, responses: Sequence[Response]) -> str | None:
+    """What went wrong when an answer was not 2xx, and what to check; None if all were."""
+    refused = [response for response in responses if not response.ok]
+    if not refused:
+        return None
+    status = refused[-1].status
+    counted = f" ({len(refused)} of {len(responses)} deliveries)" if len(responses) > 1 else ""
+    hint = _HINTS.get(status, _REDIRECT if 300 <= status < 400 else "")
+    return f"{url} answered {status}, not 2xx{counted}{hint}"
 
 
 def _event_type(body: bytes) -> str:
@@ -245,7 +268,7 @@ def _run_send(args: argparse.Namespace) -> int:
     if args.source is None:
         raise CliError("send: give an event type or a file, or --list", code=2)
     body = apply_overrides(load_body(args.source), result=args.result, assignments=args.assignments)
-    ok = send(
+    responses = send(
         args.url,
         body,
         secret=args.secret or os.environ.get(SECRET_ENV) or DEV_SECRET,
@@ -253,4 +276,7 @@ def _run_send(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         branded=not args.unbranded,
     )
-    return 0 if ok else 1
+    problem = refusal(args.url, responses)
+    if problem:
+        raise CliError(problem)
+    return 0

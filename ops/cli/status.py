@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import google.auth.exceptions
-from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE
 from ops import defaults
 from ops.cli.args import Commands, positive
-from ops.cli.errors import CliError, ensure_listening
+from ops.cli.errors import CliError, ensure_listening, google_failures
 
 # The project `make run` uses; the emulator's default here, as it is `ops watch`'s.
 EMULATOR_PROJECT: Final = defaults.LOCAL_PROJECT
@@ -216,31 +214,41 @@ def add_command(commands: Commands) -> None:
 def _run_status(args: argparse.Namespace) -> int:
     host: str | None = args.firestore_host
     if host:
-        ensure_listening(host)
+        ensure_listening(host, flag="--firestore-host")
         project = args.project or EMULATOR_PROJECT
     else:
         project = args.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
-    with _emulator(host):
+    where = _where(host, project, args.database)
+    with _emulator(host), google_failures(where, local=f"--firestore-host (or ${EMULATOR_ENV})"):
         try:
             db = firestore.Client(project=project, database=args.database)
-        except (google.auth.exceptions.GoogleAuthError, OSError) as exc:
+        except OSError:
+            # Raised when neither --project, the environment nor the credentials name one.
             raise CliError(
-                f"no Firestore client ({exc}): give --firestore-host for the emulator, or "
-                "--project and application default credentials "
-                "(`gcloud auth application-default login`) for the real one"
+                "no project: give --project, or --firestore-host for the emulator"
             ) from None
-        source = (
-            f"Firestore emulator {host}, project {db.project}"
-            if host
-            else f"Firestore of project {db.project}"
-        ) + f", database {args.database}"
-        try:
-            rows = read_status(db, limit=args.limit)
-        except (
-            api_exceptions.GoogleAPIError,
-            api_exceptions.RetryError,
-            google.auth.exceptions.GoogleAuthError,
-        ) as exc:
-            raise CliError(f"reading {source} failed: {exc}") from None
+        rows = read_status(db, limit=args.limit)
+        if not any(rows.values()) and not _has_documents(db):
+            raise CliError(
+                f"{where} has no documents at all: nothing was handled there yet, or --project "
+                f"or --firestore-host is wrong (`make run` uses project {EMULATOR_PROJECT})"
+            )
+    source = (
+        f"Firestore emulator {host}, project {db.project}"
+        if host
+        else f"Firestore of project {db.project}"
+    ) + f", database {args.database}"
     print(format_status(rows, source=source, limit=args.limit))
     return 0
+
+
+def _where(host: str | None, project: str | None, database: str) -> str:
+    if host:
+        return f"project {project} on the Firestore emulator at {host}, database {database}"
+    named = f"project {project}" if project else "the credentials' project"
+    return f"Firestore in {named}, database {database}"
+
+
+def _has_documents(db: firestore.Client) -> bool:
+    """Whether any collection exists: the emulator serves every project, known or not."""
+    return any(True for _ in db.collections(timeout=_QUERY_TIMEOUT_SECONDS))

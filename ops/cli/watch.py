@@ -7,15 +7,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Final, TextIO
 
-from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
 
 from ops import defaults, pubsub_admin
 from ops.cli.args import Commands
-from ops.cli.errors import CliError, ensure_listening
+from ops.cli.pubsub_target import PubSub
 from shared.names import Names
 from shared.routing import load_table
 
@@ -42,60 +41,34 @@ def format_message(subscription: str, message: pubsub_admin.PulledMessage) -> st
 
 
 def watch(
+    subscriber: pubsub_v1.SubscriberClient,
+    paths: Mapping[str, str],
     *,
-    emulator_host: str,
-    project: str,
-    subscriptions: Sequence[str],
     once: bool = False,
     interval: float = 1.0,
     out: TextIO | None = None,
 ) -> int:
-    """Print and acknowledge what arrives on the subscriptions; the number of messages.
-
-    Pulls until interrupted, or once with `once`.
-    """
+    """Print and acknowledge what arrives on the subscriptions (name -> path); the number of
+    messages. Pulls until interrupted, or once with `once`."""
     out = out or sys.stdout
-    ensure_listening(emulator_host)
-    subscriber = pubsub_admin.subscriber_client(emulator_host)
-    paths = {
-        name: name if name.startswith("projects/") else subscriber.subscription_path(project, name)
-        for name in subscriptions
-    }
     seen = 0
-    try:
-        while True:
-            pulled = 0
-            for name, path in paths.items():
-                messages = _pull(subscriber, path, emulator_host)
-                for message in messages:
-                    print(format_message(name, message), file=out, flush=True)
-                if messages:
-                    # Acknowledged only once printed, so an interrupted watch loses nothing.
-                    subscriber.acknowledge(
-                        subscription=path, ack_ids=[message.ack_id for message in messages]
-                    )
-                pulled += len(messages)
-            seen += pulled
-            if once:
-                return seen
-            if not pulled:
-                time.sleep(interval)
-    finally:
-        subscriber.close()
-
-
-def _pull(
-    subscriber: pubsub_v1.SubscriberClient, path: str, emulator_host: str
-) -> list[pubsub_admin.PulledMessage]:
-    try:
-        return pubsub_admin.pull(subscriber, path, ack=False, timeout=5)
-    except api_exceptions.NotFound:
-        raise CliError(
-            f"{path} does not exist on {emulator_host}: is `make run` up, "
-            "and are --project and --emulator-host right?"
-        ) from None
-    except (api_exceptions.GoogleAPIError, api_exceptions.RetryError) as exc:
-        raise CliError(f"Pub/Sub at {emulator_host} failed: {exc}") from None
+    while True:
+        pulled = 0
+        for name, path in paths.items():
+            messages = pubsub_admin.pull(subscriber, path, ack=False, timeout=5)
+            for message in messages:
+                print(format_message(name, message), file=out, flush=True)
+            if messages:
+                # Acknowledged only once printed, so an interrupted watch loses nothing.
+                subscriber.acknowledge(
+                    subscription=path, ack_ids=[message.ack_id for message in messages]
+                )
+            pulled += len(messages)
+        seen += pulled
+        if once:
+            return seen
+        if not pulled:
+            time.sleep(interval)
 
 
 def add_command(commands: Commands) -> None:
@@ -124,20 +97,29 @@ def add_command(commands: Commands) -> None:
 
 def _run_watch(args: argparse.Namespace) -> int:
     host = args.emulator_host or os.environ.get("PUBSUB_EMULATOR_HOST") or defaults.PUBSUB_HOST
-    subscriptions = args.subscriptions or watch_subscriptions()
-    if not args.once:
-        print(
-            f"Watching {', '.join(subscriptions)} on {host} (project {args.project}); "
-            "Ctrl-C stops.",
-            flush=True,
-        )
-    try:
-        count = watch(
-            emulator_host=host, project=args.project, subscriptions=subscriptions, once=args.once
-        )
-    except KeyboardInterrupt:
-        # Ctrl-C is how a watch ends.
-        return 0
+    target = PubSub(project=args.project, emulator_host=host)
+    names = args.subscriptions or watch_subscriptions()
+    with target.failures():
+        subscriber = target.subscriber()
+        try:
+            paths = {
+                name: target.subscription(
+                    subscriber, target.subscription_path(name), given=name
+                ).name
+                for name in names
+            }
+            if not args.once:
+                print(
+                    f"Watching {', '.join(names)} on {host} (project {args.project}); "
+                    "Ctrl-C stops.",
+                    flush=True,
+                )
+            count = watch(subscriber, paths, once=args.once)
+        except KeyboardInterrupt:
+            # Ctrl-C is how a watch ends.
+            return 0
+        finally:
+            subscriber.close()
     if args.once and not count:
         print("(no messages)")
     return 0

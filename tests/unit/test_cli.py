@@ -249,7 +249,15 @@ def test_a_non_2xx_answer_fails_the_command(
     receiver.status = status
     receiver.reply = b'{"error":"nope"}'
     assert send(receiver, "sync.complete") == 1
-    assert f'<- {status} {{"error":"nope"}}' in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f'<- {status} {{"error":"nope"}}' in out
+    hints = {
+        400: "",
+        401: ": the signature was refused; is --secret (or $WEBHOOK_SECRET) one of the "
+        "function's WEBHOOK_SECRETS?",
+        503: ": the function could not store it in Pub/Sub (its log says why); Svix would retry",
+    }
+    assert err == f"error: {receiver.url} answered {status}, not 2xx{hints[status]}\n"
 
 
 def test_a_redirect_is_reported_not_followed(receiver: Receiver) -> None:
@@ -259,10 +267,16 @@ def test_a_redirect_is_reported_not_followed(receiver: Receiver) -> None:
     assert len(receiver.requests) == 1
 
 
-def test_one_failed_attempt_fails_a_repeat(receiver: Receiver) -> None:
-    receiver.status = 503
+def test_one_failed_attempt_fails_a_repeat(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receiver.status = 404
     assert send(receiver, "sync.complete", "--repeat", "2") == 1
     assert len(receiver.requests) == 2  # every attempt is still made, as Svix would
+    assert capsys.readouterr().err == (
+        f"error: {receiver.url} answered 404, not 2xx (2 of 2 deliveries): "
+        "is --url the ingest function's URL?\n"
+    )
 
 
 def test_no_server_is_a_clear_failure(capsys: pytest.CaptureFixture[str]) -> None:
@@ -424,4 +438,7 @@ def test_status_without_an_emulator_answering_fails_in_one_line(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         assert main(["status", "--firestore-host", f"127.0.0.1:{port}"]) == 1
-    assert "is `make run` up?" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"error: nothing answers at 127.0.0.1:{port} (Connection refused): "
+        "is `make run` up, and is --firestore-host right?\n"
+    )

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ops.cli.pubsub import dead_letter_subscription, parse_since, push_subscription
+from ops.cli.pubsub import parse_since
+from ops.cli.pubsub_target import PubSub
 from ops.cli.status import table
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -33,20 +34,24 @@ def test_since_refuses_anything_else() -> None:
 
 
 def test_route_names_map_to_the_topology_names() -> None:
+    target = PubSub(project="p")
     assert (
-        dead_letter_subscription("sync-state", project="p", prefix="supaglue")
+        target.dead_letter_subscription("sync-state")
         == "projects/p/subscriptions/supaglue-sync-state-dead-letter-watch"
     )
     assert (
-        dead_letter_subscription("quarantine", project="p", prefix="x")
+        PubSub(project="p", prefix="x").dead_letter_subscription("quarantine")
         == "projects/p/subscriptions/x-quarantine-watch"
     )
-    assert dead_letter_subscription("projects/q/subscriptions/s", project="p", prefix="x") == (
+    assert target.dead_letter_subscription("projects/q/subscriptions/s") == (
         "projects/q/subscriptions/s"
     )
-    assert push_subscription("alerts", project="p", prefix="supaglue") == (
-        "projects/p/subscriptions/supaglue-alerts"
+    assert target.push_subscription("alerts") == "projects/p/subscriptions/supaglue-alerts"
+    # Anything else is a subscription id, looked up as it is.
+    assert target.push_subscription("supaglue-alerts-dead-letter-watch") == (
+        "projects/p/subscriptions/supaglue-alerts-dead-letter-watch"
     )
+    assert target.topic_path("t") == "projects/p/topics/t"
 
 
 def test_status_tables_are_aligned_and_show_missing_values_as_dashes() -> None:
