@@ -20,6 +20,7 @@ from typing import Any, Final
 from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
+from handlers.errors import StorageBusy
 from handlers.lease import RELEASED, Lease, Leases
 
 COLLECTION: Final = "processed_events"
@@ -88,23 +89,26 @@ class Ledger:
             pass
         # Seen before. Done and a live lease need no transaction either: done is final, and a
         # lease that is live now is still live when the redelivery is answered with 503.
-        seen = self._settled(ref, ref.get().to_dict() or {}, now)
+        snapshot = ref.get()
+        seen = self._settled(ref, snapshot.to_dict() or {}, now)
         if seen is not None:
             return seen
-
-        @firestore.transactional
-        def take_over(transaction: firestore.Transaction) -> Claim:
-            # A failed attempt, or one whose lease expired: take it over, unless that changed.
-            previous: dict[str, Any] = ref.get(transaction=transaction).to_dict() or {}
-            settled = self._settled(ref, previous, now)
-            if settled is not None:
-                return settled
-            attempts = int(previous.get("attempts", 0)) + 1
-            transaction.update(ref, {**running, "attempts": attempts})
-            return Claim(ClaimState.ACQUIRED, ref, attempts, lease)
-
-        claim: Claim = take_over(self._client.transaction())
-        return claim
+        # A failed attempt, or one whose lease expired: take it over with a write that fails if
+        # the entry changed since it was read. Concurrent takeovers then wait on no lock: one
+        # write wins, and the others read what it wrote.
+        attempts = int((snapshot.to_dict() or {}).get("attempts", 0)) + 1
+        try:
+            ref.update(
+                {**running, "attempts": attempts},
+                option=self._client.write_option(last_update_time=snapshot.update_time),
+            )
+        except api_exceptions.FailedPrecondition as exc:
+            settled = self._settled(ref, ref.get().to_dict() or {}, now)
+            if settled is None:
+                # Changed, yet neither done nor held: a release in between; retry later.
+                raise StorageBusy(f"claiming {ref.id} raced another attempt") from exc
+            return settled
+        return Claim(ClaimState.ACQUIRED, ref, attempts, lease)
 
     @staticmethod
     def _settled(

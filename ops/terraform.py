@@ -41,11 +41,12 @@ def evaluate(
     *,
     files: Sequence[str] = ("routing.tf", "variables.tf"),
     variables: Mapping[str, str] | None = None,
+    routing_table: Path | None = None,
 ) -> Any:
     """The value of `expression` in a copy of the module holding only `files` (no resources).
 
     The copy sits in a temporary tree shaped like the repository, so `path.module`-relative
-    reads see the real routing table and sources.
+    reads see the real routing table and sources, or `routing_table` in the table's place.
     """
     values = {"project_id": "my-project-1", "handler_image": "image", **(variables or {})}
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,6 +56,14 @@ def evaluate(
             shutil.copy(MODULE / name, module / name)
         for name in _READ_BY_LOCALS:
             (Path(tmp) / name).symlink_to(ROOT / name)
+        if routing_table is not None:
+            shared = Path(tmp) / "shared"
+            shared.unlink()
+            shared.mkdir()
+            for entry in (ROOT / "shared").iterdir():
+                (shared / entry.name).symlink_to(entry)
+            (shared / "routing.json").unlink()
+            (shared / "routing.json").symlink_to(routing_table.resolve())
         result = subprocess.run(
             [
                 sys.executable,
@@ -67,7 +76,7 @@ def evaluate(
             capture_output=True,
             text=True,
             cwd=module,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **_NO_CLI_CONFIG},
+            env={**os.environ, **_NO_CLI_CONFIG},
             timeout=120,
             check=False,
         )

@@ -58,31 +58,49 @@ class Process:
         return self.popen.pid
 
     def running(self) -> bool:
-        return self.popen.poll() is None
+        """Whether the leader runs; an exited one is left unreaped, for `stop` to end its group."""
+        return self.popen.returncode is None and not self._exited(0)
 
     def stop(self, timeout: float = _STOP_TIMEOUT_SECONDS) -> None:
-        """SIGTERM the group, SIGKILL if it outstays `timeout`, then whatever is left; idempotent."""
-        pgid = self.popen.pid  # start_new_session made it the group leader
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
-                self.popen.wait(timeout=timeout)
-        # The leader may be gone while a child it started lingers.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+        """SIGTERM the group, SIGKILL if it outstays `timeout`, then whatever is left; idempotent.
+
+        The group is signalled only while its leader is exited but not yet reaped: until
+        then its pid, which is the group's id, cannot be given to another process (the
+        machine reuses pids quickly, and every process here leads a group of its own).
+        """
+        if self.popen.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            if not self._exited(timeout):
+                self._signal_group(signal.SIGKILL)
+                self._exited(timeout)
+            # The leader is gone but not reaped: a child it started may linger (gcloud's Java).
+            self._signal_group(signal.SIGKILL)
+            self.popen.wait(timeout=timeout)
         self._finish_output()
 
     def kill(self) -> None:
         """SIGKILL the whole group: a crash, not a shutdown."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=_STOP_TIMEOUT_SECONDS)
+        if self.popen.returncode is None:
+            self._signal_group(signal.SIGKILL)
+            self.popen.wait(timeout=_STOP_TIMEOUT_SECONDS)
         self._finish_output()
+
+    def _signal_group(self, signum: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signum)
+
+    def _exited(self, timeout: float) -> bool:
+        """Wait for the leader to exit without reaping it (its pid stays ours)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if os.waitid(os.P_PID, self.popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                    return True
+            except ChildProcessError:
+                return True  # reaped meanwhile
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
     def _finish_output(self) -> None:
         if self._reader is not None:

@@ -39,7 +39,7 @@ from ops.local.stack import (
 )
 from ops.signing import DEV_SECRET
 from shared.names import Names
-from shared.routing import load_table
+from shared.routing import RoutingTable, load_table
 
 LOG_DIR: Final = REPO / ".local"
 PUBSUB_PORT_ENV: Final = "LOCAL_PUBSUB_PORT"
@@ -73,10 +73,11 @@ class Ports:
     tasks: int = defaults.TASKS_PORT
     handlers_base: int = defaults.HANDLERS_BASE_PORT
 
-    def services(self) -> dict[str, int]:
+    def services(self, table: RoutingTable | None = None) -> dict[str, int]:
         """Each service at its routing table's local_port, shifted by the base port."""
         shift = self.handlers_base - defaults.HANDLERS_BASE_PORT
-        return {name: service.local_port + shift for name, service in load_table().services.items()}
+        table = table or load_table()
+        return {name: service.local_port + shift for name, service in table.services.items()}
 
     def every_port(self) -> list[tuple[int, str, str]]:
         """(port, what, how to move it) for every port the stack binds."""
@@ -244,7 +245,8 @@ def banner(config: RunConfig, environ: Mapping[str, str] = os.environ) -> str:
             f"  {_ops_command(*status)}",
             f"  {_ops_command(*watch, '--once')}",
             "",
-            "Streaming the services' logs below; Ctrl-C (or SIGINT / SIGTERM) stops everything.",
+            "Streaming the services' logs below. Ctrl-C stops everything, and so does SIGINT or",
+            f"SIGTERM to this process (`kill {os.getpid()}`), or SIGTERM to a `make run` around it.",
             "",
         ]
     )

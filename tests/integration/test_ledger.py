@@ -89,3 +89,27 @@ def test_concurrent_claims_acquire_exactly_once(ledger: Ledger) -> None:
         thread.join()
     assert results.count(ClaimState.ACQUIRED) == 1
     assert results.count(ClaimState.BUSY) == 7
+
+
+def test_concurrent_takeovers_of_a_failed_attempt_acquire_exactly_once(ledger: Ledger) -> None:
+    failed = ledger.claim("sync-state", "msg_retry_race")
+    ledger.release(failed, error="RetryableError: try again")
+    results: list[ClaimState] = []
+    errors: list[Exception] = []
+    barrier = threading.Barrier(8)
+
+    def contend() -> None:
+        barrier.wait()
+        try:
+            results.append(ledger.claim("sync-state", "msg_retry_race").state)
+        except Exception as exc:  # noqa: BLE001  (collected: a thread's exception goes unseen)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results.count(ClaimState.ACQUIRED) == 1
+    assert results.count(ClaimState.BUSY) == 7

@@ -69,13 +69,25 @@ PREFIX: Final = "acme"
 
 
 @cache
-def _computed(expression: str, variables: tuple[tuple[str, str], ...]) -> Any:
-    return evaluate(expression, variables={"name_prefix": PREFIX, **dict(variables)})
+def _computed(
+    expression: str, variables: tuple[tuple[str, str], ...], routing_table: Path | None
+) -> Any:
+    return evaluate(
+        expression,
+        variables={"name_prefix": PREFIX, **dict(variables)},
+        routing_table=routing_table,
+    )
 
 
-def computed(expression: str, variables: Mapping[str, str] | None = None) -> Any:
-    """What Terraform computes for `expression` (ops.terraform.evaluate), once per session."""
-    return _computed(expression, tuple(sorted((variables or {}).items())))
+def computed(
+    expression: str,
+    variables: Mapping[str, str] | None = None,
+    *,
+    routing_table: Path | None = None,
+) -> Any:
+    """What Terraform computes for `expression` (ops.terraform.evaluate), once per session;
+    with `routing_table`, from that table instead of shared/routing.json."""
+    return _computed(expression, tuple(sorted((variables or {}).items())), routing_table)
 
 
 def literal(value: Any) -> Any:

@@ -72,11 +72,17 @@ def test_the_unpacked_archive_loads_and_serves_in_a_clean_process(tmp_path: Path
     # up the target; then one request goes through the app.
     script = """
 import sys
+# This venv has the project installed (editable), which would hide a module the archive lacks:
+# the deployed function has the archive and the requirements only.
+sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
 import functions_framework
 app = functions_framework.create_app(target="ingest", source="main.py")
 response = app.test_client().get("/")
 print(response.status_code)
 print(sys.modules["shared.settings"].__file__)
+for name, module in sorted(sys.modules.items()):
+    if name.split(".")[0] in ("ingest_fn", "shared", "handlers", "ops"):
+        print("loaded", getattr(module, "__file__", None))
 """
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -97,6 +103,11 @@ print(sys.modules["shared.settings"].__file__)
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    status, settings_file = result.stdout.split()[-2:]
+    lines = result.stdout.splitlines()
+    loaded = [line.removeprefix("loaded ") for line in lines if line.startswith("loaded ")]
+    status, settings_file = [line for line in lines if not line.startswith("loaded ")][-2:]
     assert status == "405"  # the function's own answer to GET: it loaded and served
     assert Path(settings_file).resolve().is_relative_to(workspace.resolve())
+    # Every module of the project it loaded came from the archive.
+    assert loaded
+    assert all(Path(path).resolve().is_relative_to(workspace.resolve()) for path in loaded), loaded
