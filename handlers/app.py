@@ -139,6 +139,7 @@ def _process(delivery: _Delivery) -> Finished:
         _ledger=ledger,
         _claim=claim,
         backfill_store=runtime.backfill_store,
+        settings=runtime.settings,
         backfills=runtime.backfills,
     )
     try:

@@ -71,11 +71,12 @@ class BackfillStore:
             return False
         return True
 
-    def unfinished_of_connection(self, connection_id: str) -> Iterator[str]:
-        """Ids of the connection's backfills that are scheduled or running."""
+    def unfinished_for(self, customer_id: str, provider_name: str) -> Iterator[str]:
+        """Ids of the backfills of a customer's connection that are scheduled or running."""
         query = (
             self._db.collection(BACKFILLS)
-            .where(filter=firestore.FieldFilter("connection_id", "==", connection_id))
+            .where(filter=firestore.FieldFilter("customer_id", "==", customer_id))
+            .where(filter=firestore.FieldFilter("provider_name", "==", provider_name))
             .where(filter=firestore.FieldFilter("state", "in", list(UNFINISHED)))
         )
         for snapshot in query.stream():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import singledispatch
 from typing import Any
 
 from google.cloud import firestore
 
+from handlers import deletions
 from handlers.context import HandlerContext
 from handlers.hooks import DeletedConnection
 from handlers.store import CONNECTIONS, doc_id
@@ -43,6 +45,14 @@ def _deleted(event: ConnectionDeleted, context: HandlerContext) -> None:
             "deleted_at": datetime.fromtimestamp(context.webhook_timestamp, UTC),
         },
         created=False,
+        also=lambda transaction: deletions.record(
+            context.firestore,
+            transaction,
+            customer_id=event.customer_id,
+            provider_name=event.provider_name,
+            connection_id=event.connection_id,
+            deleted_at=context.webhook_timestamp,
+        ),
     )
 
 
@@ -52,13 +62,17 @@ def _record(
     fields: dict[str, Any],
     *,
     created: bool,
+    also: Callable[[firestore.Transaction], None] | None = None,
 ) -> None:
+    """Update the registry from `event`, and run `also` (reads first) in the same transaction."""
     customer = normalise_customer_id(event.customer_id)
     ref = context.firestore.collection(CONNECTIONS).document(doc_id(customer, event.provider_name))
     sent_at = context.webhook_timestamp
 
     def write(transaction: firestore.Transaction) -> None:
         current: dict[str, Any] = ref.get(transaction=transaction).to_dict() or {}
+        if also is not None:
+            also(transaction)
         # Svix does not keep order: an older event must not undo a newer one.
         if current.get("last_event_at", -1) > sent_at:
             context.log("INFO", "stale_event_ignored", "older than the registry's state")

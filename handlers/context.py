@@ -15,6 +15,7 @@ from handlers.ledger import Claim, Ledger
 from handlers.tasks_queue import BackfillQueue
 from shared.contract import Attr
 from shared.log import JsonLogger, Severity, TraceContext
+from shared.settings import HandlerSettings
 
 T = TypeVar("T")
 
@@ -30,6 +31,7 @@ class HandlerContext:
     _ledger: Ledger
     _claim: Claim
     backfill_store: BackfillStore
+    settings: HandlerSettings
     # Set on services that schedule backfills (TASKS_* settings).
     backfills: BackfillQueue | None = None
     completed: bool = field(default=False, init=False)
@@ -57,6 +59,14 @@ class HandlerContext:
             webhook_id=self.webhook_id,
             **fields,
         )
+
+    def once(self, step: str, work: Callable[[], object]) -> bool:
+        """Run one step of this delivery at most once, however often the delivery is retried.
+
+        For effects outside Firestore that a later failure of the same delivery must not
+        repeat: each alert hook, each `on` hook. False when it had already taken effect.
+        """
+        return self._ledger.once(f"{self.handler}:{step}", self.webhook_id, work)
 
     def commit(self, work: Callable[[Transaction], T]) -> T:
         """Run Firestore reads and writes and mark the event done, atomically.

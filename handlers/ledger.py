@@ -12,6 +12,7 @@ per lease.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,7 +21,7 @@ from typing import Any, Final
 from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
-from handlers.errors import StorageBusy
+from handlers.errors import Busy, StorageBusy
 from handlers.lease import RELEASED, Lease, Leases
 
 COLLECTION: Final = "processed_events"
@@ -155,6 +156,26 @@ class Ledger:
             claim.lease,
             {"state": "failed", "last_error": error[:1500], "updated_at": datetime.now(UTC)},
         )
+
+    def once(self, handler: str, webhook_id: str, work: Callable[[], object]) -> bool:
+        """Run `work` unless (handler, webhook_id) already took effect; False if it had.
+
+        The same guarantees as a delivery's own claim: one attempt at a time (Busy while
+        another holds it), a failed attempt released so the next runs at once, done only
+        after `work` returned.
+        """
+        claim = self.claim(handler, webhook_id)
+        if claim.state is ClaimState.DONE:
+            return False
+        if claim.state is ClaimState.BUSY:
+            raise Busy(f"another attempt holds {handler}/{webhook_id}")
+        try:
+            work()
+        except BaseException as exc:
+            self.release(claim, error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.complete(claim)
+        return True
 
     def state(self, handler: str, webhook_id: str) -> dict[str, Any] | None:
         snapshot = self.ref(handler, webhook_id).get()

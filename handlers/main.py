@@ -1,7 +1,8 @@
 """Entry point of the handler services: `gunicorn 'handlers.main:create_service_app()'`.
 
-Settings are read and hook modules imported when the server starts, so a
-misconfiguration stops the revision from serving instead of failing deliveries.
+Settings are read, hook modules imported and their settings validated when the
+server starts, so a misconfiguration stops the revision from serving instead
+of failing deliveries.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import flask
 
 from handlers.app import create_app
-from handlers.hooks import hooks, load_hook_modules
+from handlers.hooks import SettingsInvalid, hooks, load_hook_modules
 from handlers.runtime import Runtime
 from handlers.services import handlers_for, is_worker
 from handlers.worker import create_worker_app
 from shared.log import JsonLogger
+from shared.routing import RoutingTable, load_table, pattern_covers
 from shared.settings import HandlerSettings, load_or_exit
 
 
@@ -25,7 +27,33 @@ def create_service_app(settings: HandlerSettings | None = None) -> flask.Flask:
         labels={"service": settings.service},
     )
     load_hook_modules(settings.hook_modules)
+    try:
+        hooks.load_settings()
+    except SettingsInvalid as exc:
+        logger.log("CRITICAL", "settings_invalid", f"hook settings: {exc}")
+        raise SystemExit(f"invalid hook settings: {exc}") from None
     runtime = Runtime(settings, hooks=hooks, logger=logger)
     if is_worker(settings.service):
         return create_worker_app(runtime)
-    return create_app(handlers_for(settings.service), runtime)
+    return create_app(handlers_for(settings.service, routing_table(settings)), runtime)
+
+
+def routing_table(settings: HandlerSettings) -> RoutingTable:
+    """The table with the hook events' route resolved, refusing to start if the deployment
+    would not deliver an event type an `on` hook wants."""
+    table = load_table()
+    wanted = hooks.on_event_types(settings.hook_modules)
+    if settings.hook_events is None:
+        # No Terraform decided them (make run): the hooks' own.
+        return table.with_hook_events(wanted)
+    runs_hooks = any(r.from_hook_events for r in table.routes_of(settings.service))
+    missing = [w for w in wanted if not any(pattern_covers(p, w) for p in settings.hook_events)]
+    if runs_hooks and missing:
+        message = (
+            f"hooks want {', '.join(missing)}, which HOOK_EVENTS "
+            f"({', '.join(settings.hook_events) or 'none'}) does not deliver: add them to "
+            "hook_events in terraform/terraform.tfvars"
+        )
+        JsonLogger(settings.service).log("CRITICAL", "settings_invalid", message)
+        raise SystemExit(message)
+    return table.with_hook_events(settings.hook_events)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import singledispatch
 
+from handlers import deletions
 from handlers.backfill_store import backfill_id
 from handlers.context import HandlerContext
 from handlers.errors import Retry
@@ -44,9 +45,12 @@ def _connection_created(event: ConnectionCreated, context: HandlerContext) -> No
 
 @handle.register
 def _connection_deleted(event: ConnectionDeleted, context: HandlerContext) -> None:
-    """Mark every unfinished backfill of the connection cancelled; the next chunk stops."""
+    """Record the deletion, and cancel the connection's unfinished backfills: running ones stop
+    at their next chunk. By customer and provider: `connection.created` names no connection id,
+    so the backfills it started carry none."""
+    customer = normalise_customer_id(event.customer_id)
     store = context.backfill_store
-    for backfill in store.unfinished_of_connection(event.connection_id):
+    for backfill in store.unfinished_for(customer, event.provider_name):
         store.cancel(backfill)
         context.log(
             "INFO",
@@ -55,6 +59,16 @@ def _connection_deleted(event: ConnectionDeleted, context: HandlerContext) -> No
             backfill_id=backfill,
             connection_id=event.connection_id,
         )
+    context.commit(
+        lambda transaction: deletions.record(
+            context.firestore,
+            transaction,
+            customer_id=customer,
+            provider_name=event.provider_name,
+            connection_id=event.connection_id,
+            deleted_at=context.webhook_timestamp,
+        )
+    )
 
 
 def schedule(
@@ -66,6 +80,19 @@ def schedule(
         raise Retry("backfills are not configured (TASKS_* settings)")
     object_name = event.object_name_or_none
     customer = normalise_customer_id(event.customer_id)
+    if deletions.deleted_after(
+        context.firestore,
+        customer_id=customer,
+        provider_name=event.provider_name,
+        sent_at=context.webhook_timestamp,
+    ):
+        # An older event arriving after the deletion: the connection is gone.
+        context.log(
+            "INFO",
+            "stale_event_ignored",
+            f"no backfill: {event.provider_name} for customer {customer} was deleted after this",
+        )
+        return
     hooks = context.hooks.backfills_for(provider=event.provider_name, object_name=object_name)
     if not hooks:
         context.log("INFO", "backfill_not_needed", "no backfill hook matches", object=object_name)
@@ -82,6 +109,7 @@ def schedule(
                 "object": object_name,
                 "trigger_event_type": event.webhook_event_type,
                 "trigger_webhook_id": context.webhook_id,
+                "trigger_sent_at": context.webhook_timestamp,
             },
         )
         # Enqueue even when the record existed: an earlier attempt may have failed in between.

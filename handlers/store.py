@@ -8,6 +8,10 @@ from urllib.parse import quote
 CONNECTIONS: Final = "connections"
 SYNC_STATE: Final = "sync_state"
 BACKFILLS: Final = "backfills"
+# Per (customer, provider, object): the alerts service's count of failed syncs in a row.
+ALERT_STATE: Final = "alert_state"
+# Per (customer, provider): when its connection was last deleted, for every handler to see.
+DELETED_CONNECTIONS: Final = "deleted_connections"
 
 
 def doc_id(*parts: str) -> str:

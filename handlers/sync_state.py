@@ -13,6 +13,7 @@ from typing import Any
 
 from google.cloud import firestore
 
+from handlers import deletions
 from handlers.context import HandlerContext
 from handlers.hooks import TransformRun
 from handlers.store import SYNC_STATE, doc_id
@@ -30,8 +31,8 @@ def _sync_complete(event: SyncCompleteRun, context: HandlerContext) -> None:
     ref = context.firestore.collection(SYNC_STATE).document(
         doc_id(event.customer_id, event.provider_name, object_name)
     )
-    marks = _run_transforms(event, context, ref) if event.result == "SUCCESS" else {}
     sent_at = context.webhook_timestamp
+    marks = _run_transforms(event, context, ref) if event.result == "SUCCESS" else {}
 
     def write(transaction: firestore.Transaction) -> None:
         current: dict[str, Any] = ref.get(transaction=transaction).to_dict() or {}
@@ -66,11 +67,26 @@ def _sync_complete(event: SyncCompleteRun, context: HandlerContext) -> None:
 def _run_transforms(
     event: SyncCompleteRun, context: HandlerContext, ref: firestore.DocumentReference
 ) -> dict[str, str | None]:
-    """Run each matching transform hook from its stored mark; the new marks by hook."""
+    """Run each matching transform hook from its stored mark; the new marks by hook.
+
+    None for a connection deleted after this run was sent: an older run arriving after the
+    deletion must not transform what the cleanup hooks removed.
+    """
     object_name = event.synced_object
+    matching = context.hooks.transforms_for(provider=event.provider_name, object_name=object_name)
+    if not matching:
+        return {}
+    if deletions.deleted_after(
+        context.firestore,
+        customer_id=event.customer_id,
+        provider_name=event.provider_name,
+        sent_at=context.webhook_timestamp,
+    ):
+        context.log("INFO", "stale_event_ignored", "no transform: the connection was deleted after")
+        return {}
     stored = (ref.get().to_dict() or {}).get("high_water_marks", {})
     marks: dict[str, str | None] = {}
-    for hook in context.hooks.transforms_for(provider=event.provider_name, object_name=object_name):
+    for hook in matching:
         run = TransformRun(
             customer_id=event.customer_id,
             provider_name=event.provider_name,

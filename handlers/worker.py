@@ -10,12 +10,16 @@ Tasks retries anything but 2xx with the queue's backoff.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import flask
 
+from handlers import deletions
+from handlers.alerting import Alert, AlertKind, raise_alert
 from handlers.app import add_health_check
 from handlers.backfill_store import FINAL_STATES
 from handlers.errors import (
@@ -107,6 +111,16 @@ class Worker:
         if finished is not None:
             return finished
 
+        if deletions.deleted_after(
+            self._runtime.firestore,
+            customer_id=record["customer_id"],
+            provider_name=record["provider_name"],
+            sent_at=int(record.get("trigger_sent_at", 0)),
+        ):
+            # Its connection was deleted after the trigger (the scheduler's cancel may have run
+            # before this backfill was recorded): stop here, as a cancelled one stops.
+            store.cancel(task.backfill_id)
+            return Finished("backfill_cancelled_skipped", detail="the connection was deleted")
         lease = store.claim_chunk(task.backfill_id, task.chunk)
         if lease is None:
             return Finished("backfill_cancelled_skipped")
@@ -126,7 +140,8 @@ class Worker:
             result: ChunkResult = hook.fn(chunk)
         except PermanentError as exc:
             store.fail(lease, str(exc))
-            return Finished("backfill_failed", "ERROR", str(exc))
+            self._alert_failed(task, record, str(exc))
+            return Finished("backfill_stopped", "WARNING", str(exc))
         except BaseException as exc:
             store.release_chunk(lease, f"{type(exc).__name__}: {exc}")
             raise
@@ -139,6 +154,32 @@ class Worker:
             return Finished("backfill_completed")
         self._queue.enqueue(TaskRequest(task.backfill_id, task.chunk + 1))
         return Finished("backfill_chunk_done")
+
+    def _alert_failed(self, task: TaskRequest, record: dict[str, Any], error: str) -> None:
+        trigger = str(record.get("trigger_webhook_id") or task.backfill_id)
+        alert = Alert(
+            kind=AlertKind.BACKFILL_FAILED,
+            message=f"backfill {task.backfill_id} of {record.get('object') or 'every object'} "
+            f"for customer {record['customer_id']} failed at chunk {task.chunk}: {error}",
+            customer_id=record["customer_id"],
+            provider_name=record["provider_name"],
+            connection_id=record.get("connection_id"),
+            object=record.get("object"),
+            reason=error,
+            webhook_id=trigger,
+            backfill_id=task.backfill_id,
+        )
+        runtime = self._runtime
+
+        def once(step: str, work: Callable[[], object]) -> bool:
+            return runtime.ledger.once(f"backfill-worker:{step}", task.backfill_id, work)
+
+        raise_alert(
+            alert,
+            log=functools.partial(runtime.logger.log, webhook_id=trigger),
+            hooks=runtime.hooks.alerts_for(alert.kind),
+            once=once,
+        )
 
     def _already_settled(self, record: dict[str, Any], task: TaskRequest) -> Finished | None:
         state = record.get("state")

@@ -16,6 +16,9 @@ TASKS_PORT: Final = 8123
 # 8090 leaves them where the table puts them.
 HANDLERS_BASE_PORT: Final = 8090
 
+# `ops receive`: a stand-in for Slack or any endpoint your hooks call.
+RECEIVE_PORT: Final = 9999
+
 INGEST_URL: Final = f"http://{LOOPBACK}:{INGEST_PORT}/"
 PUBSUB_HOST: Final = f"{LOOPBACK}:{PUBSUB_PORT}"
 FIRESTORE_HOST: Final = f"{LOOPBACK}:{FIRESTORE_PORT}"

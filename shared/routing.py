@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Final, Literal, cast
@@ -20,6 +20,9 @@ ROUTING_FILE: Final = Path(__file__).with_name("routing.json")
 MAX_FILTER_BYTES: Final = 256
 # Where a route's service receives its push requests (terraform/pubsub.tf builds the same URL).
 PUSH_PATH: Final = "/push/{route}"
+# A route whose event_types is this string takes the deployment's hook events: Terraform's
+# hook_events variable, HOOK_EVENTS in the services (see RoutingTable.with_hook_events).
+HOOK_EVENTS: Final = "hook_events"
 
 Caller = Literal["pubsub", "tasks"]
 _CALLERS: Final[frozenset[str]] = frozenset({"pubsub", "tasks"})
@@ -44,9 +47,11 @@ class Route:
     event_types: tuple[str, ...]
     # The module whose `handle` function receives the route's events.
     handler: str = ""
+    # Its event types are the deployment's hook events, not the table's.
+    from_hook_events: bool = False
 
     def accepts(self, event_type: str) -> bool:
-        return any(_matches(pattern, event_type) for pattern in self.event_types)
+        return any(pattern_matches(pattern, event_type) for pattern in self.event_types)
 
     @property
     def push_path(self) -> str:
@@ -69,6 +74,21 @@ class RoutingTable:
         """Every route that receives this event type."""
         return [route for route in self.routes.values() if route.accepts(event_type)]
 
+    def with_hook_events(self, event_types: tuple[str, ...]) -> RoutingTable:
+        """The table with the hook events' route receiving `event_types`."""
+        for pattern in event_types:
+            _check_pattern("hook events", pattern)
+        routes = {
+            name: replace(route, event_types=event_types) if route.from_hook_events else route
+            for name, route in self.routes.items()
+        }
+        return RoutingTable(self.services, routes)
+
+    def active_routes(self) -> list[Route]:
+        """The routes that receive something: a subscription with no event types would
+        receive every event, so a hook-events route without any has none (as in Terraform)."""
+        return [route for route in self.routes.values() if route.event_types]
+
     @property
     def worker(self) -> Service:
         """The service Cloud Tasks calls: the backfill worker."""
@@ -76,10 +96,18 @@ class RoutingTable:
         return worker
 
 
-def _matches(pattern: str, event_type: str) -> bool:
+def pattern_matches(pattern: str, event_type: str) -> bool:
+    """An event type against a table pattern (a trailing `*` matches a prefix)."""
     if pattern.endswith("*"):
         return event_type.startswith(pattern[:-1])
     return event_type == pattern
+
+
+def pattern_covers(pattern: str, wanted: str) -> bool:
+    """Whether every event type `wanted` (a type or a prefix pattern) matches `pattern`."""
+    if wanted.endswith("*"):
+        return pattern.endswith("*") and wanted[:-1].startswith(pattern[:-1])
+    return pattern_matches(pattern, wanted)
 
 
 def _filter_term(pattern: str) -> str:
@@ -118,15 +146,25 @@ def _service(name: str, entry: Mapping[str, Any]) -> Service:
     return Service(name, port, cast(Caller, caller), bool(entry.get("enqueues_backfills")))
 
 
+def _check_pattern(where: str, pattern: object) -> None:
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"{where}: event types must be non-empty strings")
+    if "*" in pattern[:-1]:
+        raise ValueError(f"{where}: '*' is only allowed at the end of a pattern ({pattern!r})")
+
+
 def _route(name: str, entry: Mapping[str, Any], services: Mapping[str, Service]) -> Route:
-    types = tuple(entry["event_types"])
-    if not types or not all(isinstance(t, str) and t for t in types):
+    dynamic = entry.get("event_types") == HOOK_EVENTS
+    types = () if dynamic else tuple(entry["event_types"])
+    if not dynamic and not types:
         raise ValueError(f"route {name!r}: event_types must be non-empty strings")
-    if any("*" in t[:-1] for t in types):
-        raise ValueError(f"route {name!r}: '*' is only allowed at the end of a pattern")
+    for pattern in types:
+        _check_pattern(f"route {name!r}", pattern)
     if entry.get("service") not in services:
         raise ValueError(f"route {name!r}: service {entry.get('service')!r} is not in services")
-    route = Route(name, str(entry["service"]), types, str(entry.get("handler", "")))
+    route = Route(
+        name, str(entry["service"]), types, str(entry.get("handler", "")), from_hook_events=dynamic
+    )
     if not route.handler:
         raise ValueError(f"route {name!r}: handler must name a module")
     if len(route.subscription_filter().encode()) > MAX_FILTER_BYTES:

@@ -118,6 +118,11 @@ class HandlerSettings(_Base):
     ledger_retention_days: int = Field(default=30, ge=1)
     # Modules whose import registers hooks (see handlers/hooks.py), comma-separated.
     hook_modules: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)] = ()
+    # The hooks route's event types, as Terraform builds its subscription filter from them
+    # (hook_events); unset where no Terraform decides them (make run): then the hooks' own.
+    hook_events: Annotated[tuple[str, ...] | None, NoDecode, BeforeValidator(_split)] = None
+    # The Nth failed sync in a row of one (customer, provider, object) is a distinct alert.
+    repeated_failure_threshold: int = Field(default=3, ge=2)
     publish_timeout_seconds: float = Field(default=8.0, gt=0, le=60)
     # Backfills (Cloud Tasks): where the scheduler enqueues and the worker is reached.
     tasks_location: str | None = None
@@ -155,7 +160,7 @@ class HandlerSettings(_Base):
         return self.names.dead_letter_topic(route)
 
 
-S = TypeVar("S", bound=_Base)
+S = TypeVar("S", bound=BaseSettings)
 
 
 def load_or_exit(settings_class: type[S], component: str) -> S:
@@ -163,9 +168,16 @@ def load_or_exit(settings_class: type[S], component: str) -> S:
     try:
         return settings_class()
     except ValidationError as exc:
+        prefix = str(settings_class.model_config.get("env_prefix") or "")
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']).upper() or 'SETTINGS'}: {error['msg']}"
+            f"{variable_name(prefix, error['loc'])}: {error['msg']}"
             for error in exc.errors(include_input=False, include_url=False)
         )
         JsonLogger(component).log("CRITICAL", "settings_invalid", problems)
         raise SystemExit(f"invalid {component} settings: {problems}") from None
+
+
+def variable_name(prefix: str, location: tuple[int | str, ...]) -> str:
+    """The environment variable a validation error's location stands for."""
+    field = ".".join(str(part) for part in location)
+    return f"{prefix}{field}".upper() if field else "SETTINGS"

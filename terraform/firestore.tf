@@ -26,14 +26,18 @@ resource "google_firestore_field" "ledger_ttl" {
 }
 
 # connection.deleted cancels the connection's unfinished backfills (handlers/backfill_store.py,
-# unfinished_of_connection): connection_id == X and state in [...].
+# unfinished_for): customer_id == X and provider_name == Y and state in [...].
 resource "google_firestore_index" "backfills_by_connection" {
   project    = var.project_id
   database   = google_firestore_database.main.name
   collection = "backfills"
 
   fields {
-    field_path = "connection_id"
+    field_path = "customer_id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "provider_name"
     order      = "ASCENDING"
   }
   fields {

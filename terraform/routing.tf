@@ -4,7 +4,13 @@
 locals {
   # The same file the code reads (shared/routing.py): services and filters cannot drift from it.
   routing_table = jsondecode(file("${path.module}/../shared/routing.json"))
-  routing       = local.routing_table.routes
+  # A route whose event_types is "hook_events" receives var.hook_events; with none it gets no
+  # subscription (one with an empty filter would receive every event).
+  all_routes = {
+    for name, route in local.routing_table.routes :
+    name => merge(route, { event_types = try(tolist(route.event_types), var.hook_events) })
+  }
+  routing = { for name, route in local.all_routes : name => route if length(route.event_types) > 0 }
 
   # Pub/Sub's filter language; a trailing * in the table is a prefix match.
   route_filters = {

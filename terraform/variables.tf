@@ -48,6 +48,17 @@ variable "hook_modules" {
   default     = []
 }
 
+variable "hook_events" {
+  description = "The event types your @hooks.on functions want (a trailing * matches a prefix): the hooks service's subscription receives these and nothing else; with none, it has no subscription."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for t in var.hook_events : length(t) > 0 && !strcontains(trimsuffix(t, "*"), "*")])
+    error_message = "hook_events must be event types, or prefixes ending in a single trailing *."
+  }
+}
+
 variable "ingest" {
   description = "Sizing of the ingest function. Concurrency above 1 needs at least one CPU."
   type = object({

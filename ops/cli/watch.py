@@ -14,7 +14,7 @@ from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped pack
 
 from ops import defaults, pubsub_admin
 from ops.cli.args import Commands
-from ops.cli.pubsub_target import PubSub
+from ops.cli.pubsub_target import PubSub, resource_id
 from shared.names import Names
 from shared.routing import load_table
 
@@ -71,6 +71,19 @@ def watch(
             time.sleep(interval)
 
 
+def _present(
+    subscriber: pubsub_v1.SubscriberClient, target: PubSub, defaults_: list[str]
+) -> list[str]:
+    """The default subscriptions that exist: a route with no events (the hooks route when no
+    hook wants any) has no dead-letter topic to watch. All of them when none exists, so that
+    the check below says what does."""
+    existing = {
+        resource_id(s.name)
+        for s in subscriber.list_subscriptions(project=f"projects/{target.project}", timeout=30)
+    }
+    return [name for name in defaults_ if name in existing] or defaults_
+
+
 def add_command(commands: Commands) -> None:
     parser = commands.add_parser(
         "watch",
@@ -98,9 +111,9 @@ def add_command(commands: Commands) -> None:
 def _run_watch(args: argparse.Namespace) -> int:
     host = args.emulator_host or os.environ.get("PUBSUB_EMULATOR_HOST") or defaults.PUBSUB_HOST
     target = PubSub(project=args.project, emulator_host=host)
-    names = args.subscriptions or watch_subscriptions()
     with target.failures():
         subscriber = target.subscriber()
+        names = args.subscriptions or _present(subscriber, target, watch_subscriptions())
         try:
             paths = {
                 name: target.subscription(

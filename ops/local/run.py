@@ -21,10 +21,12 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Final, TextIO
+
+from dotenv import dotenv_values
 
 from ops import defaults
 from ops.local.emulators import EmulatorError
@@ -36,6 +38,7 @@ from ops.local.stack import (
     StackSpec,
     start_emulators,
     tasks_queue_path,
+    with_hook_events,
 )
 from ops.signing import DEV_SECRET
 from shared.names import Names
@@ -49,7 +52,10 @@ TASKS_PORT_ENV: Final = "LOCAL_TASKS_PORT"
 HANDLERS_PORT_ENV: Final = "LOCAL_HANDLERS_BASE_PORT"
 LOG_DIR_ENV: Final = "LOCAL_LOG_DIR"
 # The example hooks: a mapping change starts a real backfill, a sync runs a transform.
-HOOK_MODULES: Final = "handlers.examples.contacts"
+HOOK_MODULES: Final = "hooks.contacts"
+# Your hooks' settings and secrets for make run, and HOOK_MODULES if not the example's.
+ENV_FILE: Final = REPO / ".env.local"
+ENV_FILE_ENV: Final = "LOCAL_ENV_FILE"
 NAMES: Final = Names()
 
 
@@ -99,18 +105,38 @@ class RunConfig:
     log_dir: Path = LOG_DIR
     project: str = defaults.LOCAL_PROJECT
     secret: str = DEV_SECRET
+    # What .env.local says: HOOK_MODULES, and every other entry for every handler service.
+    env_file: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def hook_modules(self) -> str:
+        return self.env_file.get("HOOK_MODULES") or HOOK_MODULES
 
     def spec(self) -> StackSpec:
+        hook_modules = self.hook_modules
         return StackSpec(
             project=self.project,
             names=NAMES,
             log_dir=self.log_dir,
-            hook_modules=HOOK_MODULES,
+            hook_modules=hook_modules,
             service_ports=self.ports.services(),
             ingest_port=self.ports.ingest,
             secret=self.secret,
+            extra_env={k: v for k, v in self.env_file.items() if k != "HOOK_MODULES"},
             watch_events=True,
+            routing=with_hook_events(load_table(), hook_modules),
         )
+
+    def host(self, port: int) -> str:
+        return f"{defaults.LOOPBACK}:{port}"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """`KEY=value` lines (dotenv syntax); none when the file does not exist."""
+    if not path.exists():
+        return {}
+    values = dotenv_values(path)
+    return {key: value for key, value in values.items() if value is not None}
 
     def host(self, port: int) -> str:
         return f"{defaults.LOOPBACK}:{port}"
@@ -229,7 +255,8 @@ def banner(config: RunConfig, environ: Mapping[str, str] = os.environ) -> str:
             f"{NAMES.dead_letter_topic('<route>')}",
             f"                    (each with a pull subscription "
             f"{NAMES.watch_subscription('<topic>')}, which `ops watch` reads)",
-            f"  hooks             {HOOK_MODULES}",
+            f"  hooks             {config.hook_modules}"
+            + (f"  (and the settings in {ENV_FILE.name})" if config.env_file else ""),
             f"  webhook secret    {config.secret}  (dev only, public)",
             f"  logs              {config.log_dir}/",
             "",
@@ -371,6 +398,13 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         f"(this - {defaults.HANDLERS_BASE_PORT})",
     )
     parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(os.environ.get(ENV_FILE_ENV, str(ENV_FILE))),
+        help=f"your hooks' settings and secrets, and HOOK_MODULES, for every handler service "
+        f"(env {ENV_FILE_ENV}, default {ENV_FILE}; it may be missing)",
+    )
+    parser.add_argument(
         "--log-dir",
         type=Path,
         default=Path(os.environ.get(LOG_DIR_ENV, str(LOG_DIR))),
@@ -389,7 +423,9 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         parser.error(f"two parts of the stack would share a port: {sorted(every)}")
     if not all(1 <= port <= 65535 for port in every):
         parser.error(f"--handlers-base-port {ports.handlers_base} puts a service off the ports")
-    return RunConfig(ports=ports, log_dir=args.log_dir.resolve())
+    return RunConfig(
+        ports=ports, log_dir=args.log_dir.resolve(), env_file=read_env_file(args.env_file)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

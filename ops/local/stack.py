@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from handlers.hooks import hooks, load_hook_modules
 from ops.defaults import LOOPBACK
 from ops.local import topology
 from ops.local.emulators import Emulator, start_firestore, start_pubsub, start_tasks
@@ -122,7 +123,9 @@ class StackSpec:
         **options: Any,
     ) -> StackSpec:
         """A stack beside others on the same emulators: free ports, names of its own."""
-        routing: RoutingTable = options.pop("routing", None) or load_table()
+        routing: RoutingTable = options.pop("routing", None) or with_hook_events(
+            load_table(), hook_modules
+        )
         return cls(
             project=project,
             names=Names(f"p{uuid.uuid4().hex[:6]}"),
@@ -143,6 +146,21 @@ class StackSpec:
         return f"http://{LOOPBACK}:{self.ingest_port}/"
 
 
+def with_hook_events(table: RoutingTable, hook_modules: str) -> RoutingTable:
+    """The table with the hook-events route receiving what the hooks of `hook_modules` want,
+    as Terraform's hook_events would list them (importing the modules registers the hooks)."""
+    modules = [name for name in hook_modules.split(",") if name]
+    load_hook_modules(modules)
+    return table.with_hook_events(hooks.on_event_types(modules))
+
+
+def hook_events(table: RoutingTable) -> str:
+    """HOOK_EVENTS for the services: the hook-events route's event types."""
+    return ",".join(
+        t for route in table.routes.values() if route.from_hook_events for t in route.event_types
+    )
+
+
 def handler_env(spec: StackSpec, emulators: Emulators) -> dict[str, str]:
     """The settings every local handler service and the worker share (SERVICE aside)."""
     return {
@@ -154,6 +172,7 @@ def handler_env(spec: StackSpec, emulators: Emulators) -> dict[str, str]:
         # No OIDC token comes from the emulators; the services log a warning about it.
         "PUSH_AUTH_DISABLED": "true",
         "HOOK_MODULES": spec.hook_modules,
+        "HOOK_EVENTS": hook_events(spec.routing),
         "TASKS_LOCATION": TASKS_LOCATION,
         "TASKS_QUEUE": spec.names.tasks_queue,
         "BACKFILL_WORKER_URL": spec.service_url(spec.routing.worker.name),
@@ -262,7 +281,7 @@ class Stack:
         topology.create(
             spec.names,
             spec.project,
-            spec.routing.routes.values(),
+            spec.routing.active_routes(),
             self.emulators.pubsub.host_port,
             {service: spec.service_url(service) for service in spec.routing.services},
             spec.delivery,

@@ -1,4 +1,4 @@
-"""The example hook module (handlers/examples/contacts.py), end to end on the emulators.
+"""The example hook module (hooks.contacts.py), end to end on the emulators.
 
 Rows that Supaglue would have written to the destination are seeded in
 Firestore; successful syncs transform them into `crm_contacts` from the
@@ -16,11 +16,11 @@ import pytest
 from google.cloud import firestore
 
 from handlers.app import create_app
-from handlers.examples import contacts
 from handlers.hooks import BackfillChunk, hooks, load_hook_modules
 from handlers.runtime import Runtime
 from handlers.services import handlers_for
 from handlers.store import SYNC_STATE, doc_id
+from hooks import contacts
 from ops.cli import main as cli
 from ops.local.emulators import Emulator
 from shared.contract import delivery_attributes, event_attributes
@@ -35,12 +35,12 @@ pytestmark = pytest.mark.integration
 
 
 def client_for(service: str) -> Any:
-    load_hook_modules(["handlers.examples.contacts"])
+    load_hook_modules(["hooks.contacts"])
     settings = HandlerSettings(
         google_cloud_project=PROJECT,
         service=service,
         push_auth_disabled=True,
-        hook_modules=("handlers.examples.contacts",),
+        hook_modules=("hooks.contacts",),
     )
     runtime = Runtime(settings, hooks=hooks, logger=JsonLogger(service, project_id=PROJECT))
     return create_app(handlers_for(service), runtime).test_client()
@@ -90,7 +90,7 @@ def test_contacts_example_transforms_incrementally_and_cleans_up(
     assert crm()["c1"]["first_name"] == "c1"
     state = firestore_client.collection(SYNC_STATE).document(doc_id(customer, "hubspot", "contact"))
     marks = (state.get().to_dict() or {})["high_water_marks"]
-    assert marks == {"handlers.examples.contacts.upsert_contacts": "2026-11-01T12:00:00Z"}
+    assert marks == {"hooks.contacts.upsert_contacts": "2026-11-01T12:00:00Z"}
 
     # Rows older than the mark are not read again: a local edit to c1 survives.
     firestore_client.collection(contacts.CONTACTS).document(

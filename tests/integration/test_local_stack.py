@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 BANNER_END = "Streaming the services' logs below"
 # Every service of the routing table: the stack must run each of them.
 SERVICES = list(load_table().services.values())
-CONTACTS_BACKFILL = "handlers.examples.contacts.backfill_contacts"
+CONTACTS_BACKFILL = "hooks.contacts.backfill_contacts"
 
 
 @dataclass(frozen=True)

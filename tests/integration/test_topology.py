@@ -34,7 +34,7 @@ def created(pubsub_emulator: Emulator) -> tuple[Names, Any]:
     names = Names(f"t{uuid.uuid4().hex[:6]}")
     table = load_table()
     urls = {service: f"http://127.0.0.1:{s.local_port}" for service, s in table.services.items()}
-    topology.create(names, PROJECT, table.routes.values(), pubsub_emulator.host_port, urls)
+    topology.create(names, PROJECT, table.active_routes(), pubsub_emulator.host_port, urls)
     return names, pubsub_admin.subscriber_client(pubsub_emulator.host_port)
 
 
@@ -45,7 +45,8 @@ def test_push_subscriptions_have_terraforms_settings(created: tuple[Names, Any])
     push = load().resource("google_pubsub_subscription", "push")
     assert expr(push["ack_deadline_seconds"]) == "var.handlers.timeout_seconds + 30"
     assert literal(block(push, "expiration_policy")["ttl"]) == ""
-    for name, route in load_table().routes.items():
+    for route in load_table().active_routes():
+        name = route.name
         sub = subscriber.get_subscription(
             subscription=subscriber.subscription_path(PROJECT, names.subscription(name))
         )
@@ -77,7 +78,9 @@ def test_watch_subscriptions_and_topics_have_terraforms_settings(
     retention = seconds(computed("var.delivery")["message_retention"])
     watches = {
         "quarantine_watch": [names.quarantine_topic],
-        "dead_letter_watch": [names.dead_letter_topic(route) for route in load_table().routes],
+        "dead_letter_watch": [
+            names.dead_letter_topic(route.name) for route in load_table().active_routes()
+        ],
     }
     for resource, topics in watches.items():
         declared = load().resource("google_pubsub_subscription", resource)

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings
 
 from handlers import backfill_store, ledger, store, tasks_queue
 from shared.names import Names
-from shared.routing import PUSH_PATH, load_routes, load_table
+from shared.routing import PUSH_PATH, load_table
 from shared.settings import HandlerSettings, IngestSettings
 from tests.terraform.module import PREFIX, block, computed, expr, literal, load
 
@@ -39,9 +39,8 @@ def known_fields(settings: type[BaseSettings]) -> set[str]:
 
 
 def test_terraform_computes_the_same_filter_as_the_code_for_every_route() -> None:
-    routes = load_routes()
     assert computed("local.route_filters") == {
-        name: route.subscription_filter() for name, route in routes.items()
+        route.name: route.subscription_filter() for route in load_table().active_routes()
     }
 
 
@@ -60,7 +59,7 @@ def test_every_name_terraform_gives_is_the_one_shared_names_derives() -> None:
     assert computed("local.webhook_secret") == names.webhook_secret
     table = load_table()
     assert computed("local.run_service_names") == {s: names.service(s) for s in table.services}
-    for route in table.routes:
+    for route in (r.name for r in table.active_routes()):
         dead_letter = names.dead_letter_topic(route)
         assert computed("local.dead_letter_topics")[route] == dead_letter
         assert settings.dead_letter_topic(route) == dead_letter

@@ -107,6 +107,7 @@ def test_default_ports_are_fixed_and_distinct() -> None:
         "transforms": 8093,
         "backfills": 8094,
         "backfill-worker": 8095,
+        "hooks": 8096,
     }
 
 
@@ -147,7 +148,7 @@ def test_services_get_the_test_stacks_settings_and_the_local_worker_url() -> Non
     assert env["CLOUD_TASKS_EMULATOR_HOST"] == "127.0.0.1:9002"
     assert env["PUSH_AUTH_DISABLED"] == "true"
     assert env["TOPIC_PREFIX"] == "supaglue"
-    assert env["HOOK_MODULES"] == "handlers.examples.contacts"
+    assert env["HOOK_MODULES"] == "hooks.contacts"
     assert (env["TASKS_LOCATION"], env["TASKS_QUEUE"]) == ("local", "supaglue-backfills")
     assert "SERVICE" not in env  # set per service
     # Loopback only.

@@ -39,7 +39,7 @@ def test_routes_for(event_type: str, expected: set[str]) -> None:
 
 
 def test_filters_fit_pubsub_limit_and_use_attributes_only() -> None:
-    for route in load_routes().values():
+    for route in load_table().active_routes():
         expression = route.subscription_filter()
         assert len(expression.encode()) <= MAX_FILTER_BYTES
         assert "attributes.event_type" in expression

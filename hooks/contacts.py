@@ -4,7 +4,7 @@ Supaglue writes synced rows to your destination with `_supaglue_*` columns.
 Here the destination is modelled in Firestore as
 `supaglue_destination/{customer}:{provider}/{object}/{_supaglue_id}`, so the
 example runs on the emulator; with Postgres you would run the same query
-with SQL. Enable it with HOOK_MODULES=handlers.examples.contacts.
+with SQL. Enable it with HOOK_MODULES=hooks.contacts.
 """
 
 from __future__ import annotations

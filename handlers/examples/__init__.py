@@ -1,1 +1,0 @@
-"""Complete, tested examples of hooks; copy one to start your own."""
