@@ -309,9 +309,9 @@ class Checker:
         subscriber = pubsub_admin.subscriber_client(self.stack.emulators.pubsub.host_port)
         names = self.stack.names
         count = 0
-        for route in self.stack.spec.routing.routes:
+        for route in self.stack.spec.routing.active_routes():
             path = subscriber.subscription_path(
-                PROJECT, names.watch_subscription(names.dead_letter_topic(route))
+                PROJECT, names.watch_subscription(names.dead_letter_topic(route.name))
             )
             count += len(pubsub_admin.pull(subscriber, path, ack=False))
         return count

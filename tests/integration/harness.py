@@ -23,7 +23,7 @@ from ops.local.emulators import Emulator
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
 from shared.log import JsonLogger
-from shared.routing import load_routes
+from shared.routing import load_table
 from shared.samples import sample
 from shared.settings import HandlerSettings
 from tests.conftest import push_envelope
@@ -79,26 +79,30 @@ class Harness:
 @pytest.fixture
 def harness(
     firestore_client: firestore.Client, pubsub_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[str], Harness]:
+) -> Callable[..., Harness]:
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host_port)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     publisher = pubsub_admin.publisher_client(pubsub_emulator.host_port)
     subscriber = pubsub_admin.subscriber_client(pubsub_emulator.host_port)
-    for route in load_routes():
+    for route in load_table().routes:
         topic = f"{prefix}-{route}-dead-letter"
         pubsub_admin.ensure_topic(publisher, PROJECT, topic)
         pubsub_admin.ensure_pull_subscription(subscriber, PROJECT, topic, f"{prefix}-{route}-watch")
 
-    def build(service: str) -> Harness:
+    def build(
+        service: str, *, hook_events: tuple[str, ...] = (), hooks: HookRegistry | None = None
+    ) -> Harness:
+        """The service's app; the hooks route receives `hook_events`."""
         settings = HandlerSettings(
             google_cloud_project=PROJECT,
             service=service,
             topic_prefix=prefix,
             push_auth_disabled=True,
         )
-        hooks = HookRegistry()
+        hooks = hooks or HookRegistry()
         runtime = Runtime(settings, hooks=hooks, logger=JsonLogger(service, project_id=PROJECT))
-        client = create_app(handlers_for(service), runtime).test_client()
+        table = load_table().with_hook_events(hook_events)
+        client = create_app(handlers_for(service, table), runtime).test_client()
         return Harness(client, runtime, hooks, firestore_client, subscriber, prefix)
 
     return build

@@ -7,11 +7,13 @@ backfills -> Cloud Tasks emulator -> backfill worker -> Firestore.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from flask.testing import FlaskClient
 from google.cloud import firestore
 
 from handlers.backfill_store import backfill_id
+from handlers.ledger import Ledger
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE, doc_id
 from handlers.tasks_queue import BackfillQueue, TaskRequest
 from ops import pubsub_admin
@@ -59,6 +62,12 @@ class Pipeline:
 
     def kill_worker(self) -> None:
         self.stack.services[self.worker].kill()
+
+    def state(self, route: str, webhook_id: str) -> dict[str, Any] | None:
+        """The route's ledger entry for the webhook."""
+        return Ledger(self.db, lease_seconds=1, retention=timedelta(days=1)).state(
+            route, webhook_id
+        )
 
     def doc(self, collection: str, document: str) -> dict[str, Any]:
         return self.db.collection(collection).document(document).get().to_dict() or {}
@@ -104,15 +113,21 @@ def send(
     client: FlaskClient = ingest_client()
 
     def send_event(
-        event_type: str, *, times: int = 1, webhook_id: str | None = None, **changes: Any
+        event_type: str,
+        *,
+        times: int = 1,
+        webhook_id: str | None = None,
+        sent_at: int | None = None,
+        **changes: Any,
     ) -> tuple[str, dict[str, Any]]:
+        """`sent_at`: when Svix signed it (within the function's five minutes), to send one
+        event after another that is newer."""
         payload = {**sample(event_type), **changes}
         body = json.dumps(payload).encode()
         webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
         for _ in range(times):
-            response = client.post(
-                "/", data=body, headers=signed_headers(body, webhook_id=webhook_id)
-            )
+            headers = signed_headers(body, webhook_id=webhook_id, timestamp=sent_at)
+            response = client.post("/", data=body, headers=headers)
             assert response.status_code == 204, response.data
         return webhook_id, payload
 
@@ -310,18 +325,25 @@ def test_a_killed_worker_resumes_from_its_cursor(
     assert stack.doc(backfill_hooks.RUNS, f"{backfill}:2")["cursor"] == "20"
 
 
-def test_deleting_the_connection_cancels_its_backfill(
-    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        {"event_type": "entity.entity_mapping.created", "object_name": "contact"},
+        # A new connection's first full load: its event names no connection id.
+        {"event_type": "connection.created", "result": "SUCCESS"},
+    ],
+    ids=["mapping-change", "new-connection"],
+)
+def test_deleting_the_connection_cancels_its_running_backfill(
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]], trigger: dict[str, Any]
 ) -> None:
     stack.restart_worker(BACKFILL_TEST_SLOW_CHUNK="1", BACKFILL_TEST_SLOW_SECONDS="3")
     try:
         who = customer()
         connection = f"conn-{who}"
+        changes = {k: v for k, v in trigger.items() if k != "event_type"}
         webhook_id, _ = send(
-            "entity.entity_mapping.created",
-            customer_id=who,
-            connection_id=connection,
-            object_name="contact",
+            trigger["event_type"], customer_id=who, connection_id=connection, **changes
         )
         backfill = backfill_id(webhook_id, "tests.hooks.backfill.load_contacts")
         wait_for(lambda: stack.doc(backfill_hooks.RUNS, f"{backfill}:1"), what="chunk 1 to start")
@@ -338,3 +360,33 @@ def test_deleting_the_connection_cancels_its_backfill(
         assert stack.doc(backfill_hooks.RUNS, f"{backfill}:2") == {}
     finally:
         stack.restart_worker()
+
+
+def test_an_older_event_arriving_after_the_deletion_acts_for_no_deleted_connection(
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    """connection.deleted first, then an older connection.created and an older successful sync:
+    no backfill is scheduled and no transform runs for the deleted connection."""
+    who = customer()
+    now = int(time.time())
+    send("connection.deleted", customer_id=f"app:{who}", provider_name="hubspot", sent_at=now)
+    wait_for(
+        lambda: stack.doc(CONNECTIONS, doc_id(who, "hubspot")).get("status") == "deleted",
+        what="the deletion to be recorded",
+    )
+    created, _ = send(
+        "connection.created", customer_id=who, provider_name="hubspot", sent_at=now - 60
+    )
+    synced, payload = send("sync.complete", customer_id=who, object="counted", sent_at=now - 30)
+    # Both were handled (their ledger entries are done), and neither acted.
+
+    def handled(route: str, webhook_id: str) -> bool:
+        return (stack.state(route, webhook_id) or {}).get("state") == "done"
+
+    for route, webhook_id in (("backfill-scheduler", created), ("sync-state", synced)):
+        wait_for(functools.partial(handled, route, webhook_id), what=f"{route} to handle it")
+    assert stack.doc(BACKFILLS, backfill_id(created, "tests.hooks.backfill.load_contacts")) == {}
+    assert stack.doc(pipeline_hooks.ATTEMPTS, doc_id(who, payload["run_id"])) == {}
+    # The registry kept the newer deletion, and the sync state still records the run.
+    assert stack.doc(CONNECTIONS, doc_id(who, "hubspot"))["status"] == "deleted"
+    assert stack.doc(SYNC_STATE, doc_id(who, "hubspot", "counted"))["total_runs"] == 1

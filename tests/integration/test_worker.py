@@ -19,9 +19,17 @@ from flask.testing import FlaskClient
 from google.cloud import firestore
 
 from handlers.auth import OidcVerifier
-from handlers.hooks import BackfillChunk, ChunkResult, HookRegistry, PermanentError, RetryableError
+from handlers.hooks import (
+    Alert,
+    AlertKind,
+    BackfillChunk,
+    ChunkResult,
+    HookRegistry,
+    PermanentError,
+    RetryableError,
+)
 from handlers.runtime import Runtime
-from handlers.store import BACKFILLS
+from handlers.store import BACKFILLS, DELETED_CONNECTIONS, doc_id
 from handlers.worker import create_worker_app
 from shared.log import JsonLogger
 from shared.settings import HandlerSettings
@@ -179,6 +187,31 @@ def test_a_permanent_failure_fails_the_backfill_and_is_not_retried(
     assert failed["backfill_id"] == h.backfill
 
 
+def test_a_failed_backfill_is_an_alert_its_hooks_get_once(
+    worker: Callable[..., WorkerHarness],
+) -> None:
+    def hook(chunk: BackfillChunk) -> ChunkResult:
+        raise PermanentError("the source rejects our credentials")
+
+    h = worker(hook, trigger_webhook_id="msg_trigger_1")
+    alerts: list[Alert] = []
+
+    @h.hooks.alert
+    def record(alert: Alert) -> None:
+        alerts.append(alert)
+
+    assert h.run(0) == 204
+    assert h.run(0) == 204  # Cloud Tasks may deliver it again: the backfill ended
+    [alert] = alerts
+    assert (alert.kind, alert.backfill_id, alert.webhook_id) == (
+        AlertKind.BACKFILL_FAILED,
+        h.backfill,
+        "msg_trigger_1",
+    )
+    assert (alert.customer_id, alert.provider_name, alert.object) == ("c1", "salesforce", "contact")
+    assert alert.reason == "the source rejects our credentials"
+
+
 def test_a_live_lease_makes_a_concurrent_delivery_retry(
     worker: Callable[..., WorkerHarness],
 ) -> None:
@@ -250,3 +283,23 @@ def test_tasks_must_carry_the_tasks_token_and_come_from_the_queue(
     assert h.record()["chunks_done"] == 0
     assert h.run(0, headers={**token, "X-CloudTasks-QueueName": "backfills"}) == 204
     assert h.record()["chunks_done"] == 1
+
+
+def test_a_backfill_of_a_connection_deleted_after_its_trigger_stops_cancelled(
+    worker: Callable[..., WorkerHarness],
+) -> None:
+    """The scheduler's cancellation can run before a racing trigger recorded its backfill."""
+    ran: list[int] = []
+
+    def hook(chunk: BackfillChunk) -> ChunkResult:
+        ran.append(chunk.chunk)
+        return ChunkResult(1, None)
+
+    customer = f"c-{uuid.uuid4().hex[:8]}"
+    h = worker(hook, customer_id=customer, trigger_sent_at=1_800_000_000)
+    h.db.collection(DELETED_CONNECTIONS).document(doc_id(customer, "salesforce")).set(
+        {"deleted_at": 1_800_000_100, "connection_id": "conn-1"}
+    )
+    assert h.run(0) == 204
+    assert ran == []
+    assert h.record()["state"] == "cancelled"

@@ -160,3 +160,30 @@ def test_services_get_the_test_stacks_settings_and_the_local_worker_url() -> Non
         "127.0.0.1:8085"
     )
     assert defaults.LOOPBACK == "127.0.0.1"
+
+
+def test_env_local_chooses_the_hook_modules_and_reaches_every_service(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env.local"
+    env_file.write_text(
+        "# a comment\nHOOK_MODULES=hooks.contacts,hooks.notify\n"
+        "NOTIFY_SLACK_WEBHOOK_URL=http://127.0.0.1:9999/slack\nNOTIFY_CHANNEL='#crm'\n"
+    )
+    config = parse_args(["--env-file", str(env_file)])
+    spec = config.spec()
+    assert spec.hook_modules == "hooks.contacts,hooks.notify"
+    assert spec.extra_env == {
+        "NOTIFY_SLACK_WEBHOOK_URL": "http://127.0.0.1:9999/slack",
+        "NOTIFY_CHANNEL": "#crm",
+    }
+    # The hooks route receives what notify's `on` hook wants, as hook_events would say.
+    assert spec.routing.routes["hooks"].event_types == ("sync.paused",)
+    env = handler_env(spec, fake_emulators(8085, 8086, 8123))
+    assert env["HOOK_EVENTS"] == "sync.paused"
+    assert env["NOTIFY_CHANNEL"] == "#crm"
+
+
+def test_without_env_local_make_run_loads_the_example_that_needs_no_settings(
+    tmp_path: Path,
+) -> None:
+    config = parse_args(["--env-file", str(tmp_path / "missing")])
+    assert (config.hook_modules, config.spec().extra_env) == ("hooks.contacts", {})
