@@ -7,6 +7,9 @@ of failing deliveries.
 
 from __future__ import annotations
 
+import sys
+from typing import Final
+
 import flask
 
 from handlers.app import create_app
@@ -19,7 +22,22 @@ from shared.routing import RoutingTable, load_table, pattern_covers
 from shared.settings import HandlerSettings, load_or_exit
 
 
+# gunicorn stops, and so the revision fails to start, when a worker exits with this code while
+# booting; with any other code it starts the worker again, and again.
+WORKER_BOOT_ERROR: Final = 3
+
+
 def create_service_app(settings: HandlerSettings | None = None) -> flask.Flask:
+    """The service's app; a misconfiguration ends the process (see WORKER_BOOT_ERROR)."""
+    try:
+        return _create(settings)
+    except SystemExit as exc:
+        if exc.code not in (None, 0) and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr, flush=True)
+        raise SystemExit(WORKER_BOOT_ERROR) from None
+
+
+def _create(settings: HandlerSettings | None) -> flask.Flask:
     settings = settings or load_or_exit(HandlerSettings, "handlers")
     logger = JsonLogger(
         settings.service,

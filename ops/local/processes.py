@@ -127,10 +127,12 @@ def spawn(
     env: Mapping[str, str],
     log_path: Path,
     console: Lines | None = None,
+    append: bool = False,
 ) -> Process:
-    """Start `argv` in its own session; its output goes to `log_path` (and `console`)."""
+    """Start `argv` in its own session; its output goes to `log_path` (and `console`),
+    after what is there already with `append` (a restart), else from an empty file."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("ab")
+    log = log_path.open("ab" if append else "wb")
     popen = subprocess.Popen(
         list(argv),
         cwd=REPO,

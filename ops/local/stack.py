@@ -295,13 +295,14 @@ class Stack:
                 )
             wait_ingest(self.ingest, spec.ingest_port)
 
-    def _start_service(self, service: str, **extra_env: str) -> Process:
+    def _start_service(self, service: str, *, append: bool = False, **extra_env: str) -> Process:
         return spawn(
             service,
             handler_argv(self.spec.service_ports[service]),
             env={**self.handler_env, **extra_env, "SERVICE": service},
             log_path=self.spec.log_dir / f"{service}.log",
             console=self._console,
+            append=append,
         )
 
     def _wait_service(self, service: str) -> None:
@@ -310,7 +311,7 @@ class Stack:
     def restart(self, service: str, **extra_env: str) -> None:
         """Replace a service on its port (the topology and the tasks carry its URL)."""
         self.services[service].stop()
-        self.services[service] = self._start_service(service, **extra_env)
+        self.services[service] = self._start_service(service, append=True, **extra_env)
         self._wait_service(service)
 
     def processes(self) -> list[Process]:
