@@ -20,6 +20,9 @@ ROUTING_FILE: Final = Path(__file__).with_name("routing.json")
 MAX_FILTER_BYTES: Final = 256
 # Where a route's service receives its push requests (terraform/pubsub.tf builds the same URL).
 PUSH_PATH: Final = "/push/{route}"
+# A route's event_types given as this string instead of a list: the deployment's hook_events
+# (Terraform's variable; HOOK_EVENTS on the service) are its event types.
+HOOK_EVENTS: Final = "hook_events"
 
 Caller = Literal["pubsub", "tasks"]
 _CALLERS: Final[frozenset[str]] = frozenset({"pubsub", "tasks"})
@@ -44,6 +47,8 @@ class Route:
     event_types: tuple[str, ...]
     # The module whose `handle` function receives the route's events.
     handler: str = ""
+    # Its event types are the deployment's hook_events, not the table's (event_types is empty).
+    from_hook_events: bool = False
 
     def accepts(self, event_type: str) -> bool:
         return any(_matches(pattern, event_type) for pattern in self.event_types)
@@ -119,14 +124,21 @@ def _service(name: str, entry: Mapping[str, Any]) -> Service:
 
 
 def _route(name: str, entry: Mapping[str, Any], services: Mapping[str, Service]) -> Route:
-    types = tuple(entry["event_types"])
-    if not types or not all(isinstance(t, str) and t for t in types):
-        raise ValueError(f"route {name!r}: event_types must be non-empty strings")
+    dynamic = entry["event_types"] == HOOK_EVENTS
+    types = () if dynamic else tuple(entry["event_types"])
+    if not dynamic and (
+        isinstance(entry["event_types"], str)
+        or not types
+        or not all(isinstance(t, str) and t for t in types)
+    ):
+        raise ValueError(
+            f"route {name!r}: event_types must be non-empty strings, or {HOOK_EVENTS!r}"
+        )
     if any("*" in t[:-1] for t in types):
         raise ValueError(f"route {name!r}: '*' is only allowed at the end of a pattern")
     if entry.get("service") not in services:
         raise ValueError(f"route {name!r}: service {entry.get('service')!r} is not in services")
-    route = Route(name, str(entry["service"]), types, str(entry.get("handler", "")))
+    route = Route(name, str(entry["service"]), types, str(entry.get("handler", "")), dynamic)
     if not route.handler:
         raise ValueError(f"route {name!r}: handler must name a module")
     if len(route.subscription_filter().encode()) > MAX_FILTER_BYTES:

@@ -107,6 +107,7 @@ def test_default_ports_are_fixed_and_distinct() -> None:
         "transforms": 8093,
         "backfills": 8094,
         "backfill-worker": 8095,
+        "hooks": 8096,
     }
 
 

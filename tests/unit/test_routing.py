@@ -39,7 +39,8 @@ def test_routes_for(event_type: str, expected: set[str]) -> None:
 
 
 def test_filters_fit_pubsub_limit_and_use_attributes_only() -> None:
-    for route in load_routes().values():
+    # A route from hook_events has no table types: Terraform builds its filter (tests/terraform).
+    for route in (r for r in load_routes().values() if not r.from_hook_events):
         expression = route.subscription_filter()
         assert len(expression.encode()) <= MAX_FILTER_BYTES
         assert "attributes.event_type" in expression
