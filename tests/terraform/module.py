@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -99,20 +99,31 @@ def computed(
 
 def refusals(variable: str, value: str, variables: Mapping[str, str] | None = None) -> list[str]:
     """The error messages of `variable`'s validations that `value` fails, as Terraform renders
-    them; [] when it passes them all.
+    them; [] when it passes them all (see `refusals_of`)."""
+    [found] = refusals_of(variable, [value], variables)
+    return found
 
-    `value` is an HCL expression of the variable's type after conversion (tolist, tomap, or an
-    object with every attribute). `terraform console` reports a failed validation only as a
-    warning, so each condition is evaluated here on `value` in the variable's place, with
-    `variables` for the others it reads.
+
+def refusals_of(
+    variable: str, values: Sequence[str], variables: Mapping[str, str] | None = None
+) -> list[list[str]]:
+    """For each of `values`, the error messages of the validations of `variable` it fails.
+
+    Each value is an HCL expression of the variable's type after conversion (tolist, tomap, or
+    an object with every attribute). `terraform console` reports a failed validation only as a
+    warning, without its message, so each condition and message is evaluated here, in one
+    console run, on the value in the variable's place; `variables` are the other variables a
+    condition reads.
     """
     checks = []
     for validation in load().variables[variable].get("validation", []):
         condition = _in_place_of(variable, expr(validation["condition"]))
         message = _in_place_of(variable, validation["error_message"])
         checks.append(f'({condition}) ? "" : {message}')
-    failed = computed(f"[for candidate in [{value}] : [{', '.join(checks)}]][0]", variables)
-    return [message for message in failed if message]
+    results = computed(
+        f"[for candidate in [{', '.join(values)}] : [{', '.join(checks)}]]", variables
+    )
+    return [[message for message in result if message] for result in results]
 
 
 def _in_place_of(variable: str, expression: str) -> str:
