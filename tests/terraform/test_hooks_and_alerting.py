@@ -95,7 +95,7 @@ def test_a_hook_secret_names_a_secret_and_no_name_is_both_plain_and_secret() -> 
 # --- hook events ------------------------------------------------------------------------------
 
 
-def test_hook_events_are_types_or_prefixes_that_fit_in_a_filter() -> None:
+def test_hook_events_are_types_or_prefixes_safe_inside_a_filter() -> None:
     bad = [["a*b"], ["*sync"], [""], ['sync"x'], ["sync complete"], ["sync.\\x"]]
     good = [[], ["sync.complete"], ["entity.*", "sync.paused"], ["*"], ["object.field_mapping.*"]]
     values = [f"tolist({json.dumps(events)})" for events in bad + good]
