@@ -155,6 +155,8 @@ def _check_pattern(where: str, pattern: object) -> None:
 
 def _route(name: str, entry: Mapping[str, Any], services: Mapping[str, Service]) -> Route:
     dynamic = entry.get("event_types") == HOOK_EVENTS
+    if not dynamic and isinstance(entry.get("event_types"), str):
+        raise ValueError(f"route {name!r}: event_types must be a list, or {HOOK_EVENTS!r}")
     types = () if dynamic else tuple(entry["event_types"])
     if not dynamic and not types:
         raise ValueError(f"route {name!r}: event_types must be non-empty strings")

@@ -97,6 +97,50 @@ resource "google_cloud_run_v2_service" "handler" {
         }
       }
 
+      # The hooks route's event types, as its subscription filter has them (routing.tf).
+      dynamic "env" {
+        for_each = contains(local.hook_event_services, each.key) ? { HOOK_EVENTS = join(",", var.hook_events) } : {}
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      # The alerts handler raises sync_failed_repeatedly at this many consecutive failures.
+      dynamic "env" {
+        for_each = contains(local.alerts_services, each.key) ? { REPEATED_FAILURE_THRESHOLD = tostring(var.alert_thresholds.repeated_sync_failures) } : {}
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      # Every service imports the hook modules at start-up, and each module validates its own
+      # settings there: all of them get every hook setting and secret. The names are checked
+      # against the ones above (variables.tf).
+      dynamic "env" {
+        for_each = var.hook_settings
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      # Read from Secret Manager when an instance starts (the value never passes through
+      # Terraform); each service may read exactly these secrets (iam.tf).
+      dynamic "env" {
+        for_each = var.hook_secrets
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
+
       startup_probe {
         http_get {
           path = "/healthz"
@@ -108,5 +152,7 @@ resource "google_cloud_run_v2_service" "handler" {
   depends_on = [
     google_project_service.apis,
     google_project_iam_member.handler_firestore,
+    # A revision whose secret cannot be read does not start.
+    google_secret_manager_secret_iam_member.handler_reads_hook_secrets,
   ]
 }

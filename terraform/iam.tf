@@ -77,7 +77,7 @@ resource "google_storage_bucket_iam_member" "build_reads_source" {
   member = google_service_account.build.member
 }
 
-# --- handlers: Firestore, and dead-lettering into their own routes' topics ------------------
+# --- handlers: Firestore, dead-lettering into their own routes' topics, the hooks' secrets ---
 
 # https://cloud.google.com/firestore/docs/security/iam (roles/datastore.user); Firestore grants
 # are project-wide: a database-level grant needs an IAM condition this module does not add.
@@ -102,6 +102,17 @@ resource "google_pubsub_topic_iam_member" "handler_dead_letters" {
   topic   = google_pubsub_topic.dead_letter[each.value.route].name
   role    = "roles/pubsub.publisher"
   member  = google_service_account.handler[each.value.service].member
+}
+
+# https://cloud.google.com/secret-manager/docs/access-control (roles/secretmanager.secretAccessor):
+# every handler service reads the hooks' secrets (hook_secrets) at start-up, and only those.
+resource "google_secret_manager_secret_iam_member" "handler_reads_hook_secrets" {
+  for_each = local.hook_secret_grants
+
+  project   = var.project_id
+  secret_id = each.value.secret
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.handler[each.value.service].member
 }
 
 # --- backfills: enqueue chunk tasks that run as the tasks account ---------------------------
@@ -132,7 +143,8 @@ resource "google_service_account_iam_member" "backfills_act_as_tasks" {
 # https://cloud.google.com/run/docs/securing/managing-access (roles/run.invoker): Pub/Sub's push
 # identity calls the routed services, Cloud Tasks' identity calls the worker, nobody else.
 resource "google_cloud_run_v2_service_iam_member" "invoker" {
-  for_each = local.handler_services
+  # Not the hooks service while no subscription pushes to it (hook_events empty).
+  for_each = setunion(local.routed_services, [local.worker_service])
 
   project  = var.project_id
   location = var.region
@@ -145,7 +157,7 @@ resource "google_cloud_run_v2_service_iam_member" "invoker" {
 
 # https://cloud.google.com/pubsub/docs/handling-failures#grant_forwarding_permissions
 resource "google_pubsub_topic_iam_member" "agent_publishes_dead_letters" {
-  for_each = local.routing
+  for_each = local.subscribed_routes
 
   project    = var.project_id
   topic      = google_pubsub_topic.dead_letter[each.key].name
@@ -155,7 +167,7 @@ resource "google_pubsub_topic_iam_member" "agent_publishes_dead_letters" {
 }
 
 resource "google_pubsub_subscription_iam_member" "agent_forwards_from_subscription" {
-  for_each = local.routing
+  for_each = local.subscribed_routes
 
   project      = var.project_id
   subscription = google_pubsub_subscription.push[each.key].name

@@ -29,6 +29,11 @@ locals {
       description = "A backfill stopped on a permanent error (backfill worker)."
       by_provider = false
     }
+    sync_failed_repeatedly = {
+      filter      = "jsonPayload.event=\"sync_failed_repeatedly\" AND severity=CRITICAL AND labels.component=\"alerts\""
+      description = "The same customer's sync of one object failed alert_thresholds.repeated_sync_failures times in a row (alerts handler)."
+      by_provider = true
+    }
   }
 
   metric_type = { for name, _ in local.log_metrics : name => "logging.googleapis.com/user/${var.name_prefix}_${name}" }
@@ -75,8 +80,103 @@ resource "google_monitoring_notification_channel" "email" {
   depends_on = [google_project_service.apis]
 }
 
+# --- channels beyond e-mail (var.alert_channels) -------------------------------------------
+# Each secret is read from Secret Manager with an ephemeral resource (never stored in the plan
+# or the state) and sent in a write-only label (sensitive_labels.*_wo), which the provider
+# sends to the API when the channel is created or its *_wo_version changes and never stores.
+
 locals {
-  notification_channels = [for channel in google_monitoring_notification_channel.email : channel.id]
+  # The channels' secrets, by channel: which secret and version to read.
+  channel_secrets = merge(
+    var.alert_channels.slack == null ? {} : {
+      slack = { secret = var.alert_channels.slack.auth_token_secret, version = var.alert_channels.slack.auth_token_version }
+    },
+    var.alert_channels.pagerduty == null ? {} : {
+      pagerduty = { secret = var.alert_channels.pagerduty.service_key_secret, version = var.alert_channels.pagerduty.service_key_version }
+    },
+    try(var.alert_channels.webhook.password_secret, null) == null ? {} : {
+      webhook = { secret = var.alert_channels.webhook.password_secret, version = var.alert_channels.webhook.password_version }
+    },
+  )
+  # Basic auth when a username is given; token auth (the token in the URL) otherwise.
+  webhook_basic_auth = try(var.alert_channels.webhook.username, null) != null
+}
+
+ephemeral "google_secret_manager_secret_version" "channel" {
+  for_each = local.channel_secrets
+
+  project = var.project_id
+  secret  = each.value.secret
+  version = each.value.version
+}
+
+# Cloud Monitoring's "slack" channel type: label channel_name, sensitive label auth_token.
+resource "google_monitoring_notification_channel" "slack" {
+  count = var.alert_channels.slack == null ? 0 : 1
+
+  project      = var.project_id
+  display_name = "${var.name_prefix} alerts: Slack ${var.alert_channels.slack.channel_name}"
+  type         = "slack"
+  labels = {
+    channel_name = var.alert_channels.slack.channel_name
+  }
+  sensitive_labels {
+    auth_token_wo         = ephemeral.google_secret_manager_secret_version.channel["slack"].secret_data
+    auth_token_wo_version = var.alert_channels.slack.auth_token_version
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# "pagerduty": sensitive label service_key (the PagerDuty service's integration key).
+resource "google_monitoring_notification_channel" "pagerduty" {
+  count = var.alert_channels.pagerduty == null ? 0 : 1
+
+  project      = var.project_id
+  display_name = "${var.name_prefix} alerts: PagerDuty"
+  type         = "pagerduty"
+  sensitive_labels {
+    service_key_wo         = ephemeral.google_secret_manager_secret_version.channel["pagerduty"].secret_data
+    service_key_wo_version = var.alert_channels.pagerduty.service_key_version
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# "webhook_basicauth" (labels url, username; sensitive label password) or "webhook_tokenauth"
+# (label url, which carries the token: no sensitive label exists for it).
+resource "google_monitoring_notification_channel" "webhook" {
+  count = var.alert_channels.webhook == null ? 0 : 1
+
+  project      = var.project_id
+  display_name = "${var.name_prefix} alerts: webhook"
+  type         = local.webhook_basic_auth ? "webhook_basicauth" : "webhook_tokenauth"
+  labels = local.webhook_basic_auth ? {
+    url      = var.alert_channels.webhook.url
+    username = var.alert_channels.webhook.username
+    } : {
+    url = var.alert_channels.webhook.url
+  }
+
+  dynamic "sensitive_labels" {
+    for_each = local.webhook_basic_auth ? ["webhook"] : []
+    content {
+      password_wo         = ephemeral.google_secret_manager_secret_version.channel["webhook"].secret_data
+      password_wo_version = var.alert_channels.webhook.password_version
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+locals {
+  # Every alert policy notifies every configured channel.
+  notification_channels = concat(
+    [for channel in google_monitoring_notification_channel.email : channel.id],
+    google_monitoring_notification_channel.slack[*].id,
+    google_monitoring_notification_channel.pagerduty[*].id,
+    google_monitoring_notification_channel.webhook[*].id,
+  )
 
   # Alerts on the log-based metrics above: threshold over a five-minute sum.
   log_alerts = {
@@ -103,6 +203,12 @@ locals {
       title     = "Backfill failed"
       threshold = 0
       runbook   = "A backfill stopped on a permanent error; `python -m ops status` shows it with its last error."
+    }
+    sync_failed_repeatedly = {
+      severity  = "CRITICAL"
+      title     = "Supaglue sync failing repeatedly"
+      threshold = 0
+      runbook   = "The same customer's sync of one object failed several times in a row (alert_thresholds.repeated_sync_failures): the integration is broken, not flaky. Runbook: README, 'A sync alert fires'. The log line carries customer_id, provider_name, connection_id, object and consecutive_failures."
     }
   }
 }
@@ -213,7 +319,7 @@ resource "google_monitoring_alert_policy" "dead_letter_backlog" {
   notification_channels = local.notification_channels
 
   dynamic "conditions" {
-    for_each = local.routing
+    for_each = local.subscribed_routes
     content {
       display_name = "dead letters waiting for ${conditions.key}"
       condition_threshold {

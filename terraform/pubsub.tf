@@ -21,7 +21,7 @@ resource "google_pubsub_topic" "quarantine" {
 
 resource "google_pubsub_topic" "dead_letter" {
   #checkov:skip=CKV_GCP_83:Google-managed encryption; CMEK needs a KMS key and Pub/Sub service-agent grants this module leaves to the organisation.
-  for_each = local.routing
+  for_each = local.subscribed_routes
 
   project                    = var.project_id
   name                       = local.dead_letter_topics[each.key]
@@ -30,7 +30,8 @@ resource "google_pubsub_topic" "dead_letter" {
 }
 
 resource "google_pubsub_subscription" "push" {
-  for_each = local.routing
+  # Routes with event types only: an empty filter would deliver every event (routing.tf).
+  for_each = local.subscribed_routes
 
   project = var.project_id
   name    = local.subscriptions[each.key]
@@ -73,12 +74,20 @@ resource "google_pubsub_subscription" "push" {
     google_pubsub_topic_iam_member.agent_publishes_dead_letters,
     google_cloud_run_v2_service_iam_member.invoker,
   ]
+
+  lifecycle {
+    # Pub/Sub refuses a longer filter; only the hooks route's can grow (var.hook_events).
+    precondition {
+      condition     = length(local.route_filters[each.key]) <= local.max_filter_bytes
+      error_message = "The ${each.key} route's subscription filter is ${length(local.route_filters[each.key])} bytes, over Pub/Sub's ${local.max_filter_bytes}: use fewer hook_events, or prefixes (entity.*) in place of several types."
+    }
+  }
 }
 
 # Pull subscriptions for people: inspect and replay dead letters (`python -m ops dlq`), and
 # watch what was quarantined.
 resource "google_pubsub_subscription" "dead_letter_watch" {
-  for_each = local.routing
+  for_each = local.subscribed_routes
 
   project                    = var.project_id
   name                       = local.dead_letter_watch_subscriptions[each.key]

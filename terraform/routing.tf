@@ -4,23 +4,35 @@
 locals {
   # The same file the code reads (shared/routing.py): services and filters cannot drift from it.
   routing_table = jsondecode(file("${path.module}/../shared/routing.json"))
-  # A route whose event_types is "hook_events" receives var.hook_events; with none it gets no
-  # subscription (one with an empty filter would receive every event).
-  all_routes = {
-    for name, route in local.routing_table.routes :
-    name => merge(route, { event_types = try(tolist(route.event_types), var.hook_events) })
+  routing       = local.routing_table.routes
+
+  # Each route's event types: the table's list, or for a route whose event_types is the string
+  # "hook_events" (shared/routing.py, HOOK_EVENTS), the deployment's var.hook_events. (The
+  # tolist() of that string fails, but only in the branch not taken.)
+  route_event_types = {
+    for name, route in local.routing : name => (
+      route.event_types == "hook_events" ? var.hook_events : tolist(route.event_types)
+    )
   }
-  routing = { for name, route in local.all_routes : name => route if length(route.event_types) > 0 }
+  # The routes that get a push subscription: those with event types. An empty filter would
+  # receive every event, so the hooks route has none until hook_events names some.
+  subscribed_routes = {
+    for name, route in local.routing : name => route if length(local.route_event_types[name]) > 0
+  }
 
   # Pub/Sub's filter language; a trailing * in the table is a prefix match.
   route_filters = {
-    for name, route in local.routing : name => join(" OR ", [
-      for t in route.event_types :
+    for name, event_types in local.route_event_types : name => join(" OR ", [
+      for t in event_types :
       endswith(t, "*")
       ? "hasPrefix(attributes.event_type, \"${trimsuffix(t, "*")}\")"
       : "attributes.event_type = \"${t}\""
     ])
   }
+  # Pub/Sub's limit on a filter's length (shared/routing.py, MAX_FILTER_BYTES); the push
+  # subscription checks it in a precondition, since a validation of hook_events cannot read
+  # the filter built from it. Event types are ASCII (variables.tf), so characters are bytes.
+  max_filter_bytes = 256
 
   # Names as shared/names.py derives them (a test compares the two).
   events_topic                  = "${var.name_prefix}-events"
@@ -38,7 +50,9 @@ locals {
   worker_service = one([
     for name, service in local.routing_table.services : name if try(service.called_by, "pubsub") == "tasks"
   ])
-  routed_services = toset([for route in local.routing : route.service])
+  # Services Pub/Sub pushes to: those with a subscribed route (the hooks service has none
+  # while hook_events is empty, and then nobody may invoke it).
+  routed_services = toset([for route in local.subscribed_routes : route.service])
   # Services that enqueue backfill chunks: the scheduler's service, and the worker (next chunk).
   backfill_services = toset([
     for name, service in local.routing_table.services : name if try(service.enqueues_backfills, false)
@@ -46,9 +60,29 @@ locals {
   # Routes each service receives, so it may dead-letter only into its own routes' topics.
   routes_by_service = {
     for service in local.routed_services : service => [
-      for name, route in local.routing : name if route.service == service
+      for name, route in local.subscribed_routes : name if route.service == service
     ]
   }
+  # The services that run a route from hook_events (they read HOOK_EVENTS), and those that run
+  # the alerts handler (REPEATED_FAILURE_THRESHOLD), as the routing table names them.
+  hook_event_services = toset([
+    for route in local.routing : route.service if route.event_types == "hook_events"
+  ])
+  alerts_services = toset([
+    for route in local.routing : route.service if route.handler == "handlers.alerts"
+  ])
+
+  # Every handler service imports the hook modules at start-up, so every one gets the hooks'
+  # settings and secrets, and may read exactly those secrets: one grant per (service, secret).
+  hook_secret_ids = toset(values(var.hook_secrets))
+  hook_secret_grants = merge([
+    for service in local.handler_services : {
+      for secret in local.hook_secret_ids : "${service}/${secret}" => {
+        service = service
+        secret  = secret
+      }
+    }
+  ]...)
 
   ingest_function = "${var.name_prefix}-ingest"
   run_service_names = {

@@ -49,13 +49,78 @@ variable "hook_modules" {
 }
 
 variable "hook_events" {
-  description = "The event types your @hooks.on functions want (a trailing * matches a prefix): the hooks service's subscription receives these and nothing else; with none, it has no subscription."
+  description = "Event types your hooks receive on the hooks route (HOOK_EVENTS), exact (sync.complete) or a prefix ending in * (entity.*). Terraform builds the route's subscription filter from them; empty creates no subscription, so the hooks service receives nothing."
   type        = list(string)
   default     = []
 
   validation {
-    condition     = alltrue([for t in var.hook_events : length(t) > 0 && !strcontains(trimsuffix(t, "*"), "*")])
-    error_message = "hook_events must be event types, or prefixes ending in a single trailing *."
+    # ASCII without quotes or backslashes: safe inside the filter's string literals, and its
+    # length in characters is its length in bytes (Pub/Sub's limit is in bytes).
+    condition     = alltrue([for t in var.hook_events : can(regex("^[A-Za-z0-9_.-]+\\*?$|^\\*$", t))])
+    error_message = "hook_events must be event types such as sync.complete, or prefixes such as entity.* (letters, digits, '.', '_', '-', with '*' only at the end)."
+  }
+  validation {
+    condition     = length(distinct(var.hook_events)) == length(var.hook_events)
+    error_message = "hook_events lists an event type twice."
+  }
+}
+
+locals {
+  # Environment variables a handler service already has, or that its runtime reads: a hook's
+  # setting or secret may not take one of these names, nor begin with one of these prefixes.
+  # (tests/terraform checks that every name the settings classes read and Terraform sets is here.)
+  reserved_env_names = toset([
+    "SERVICE", "PORT", "THREADS", "TOPIC_PREFIX", "REPEATED_FAILURE_THRESHOLD",
+    "PUBLISH_TIMEOUT_SECONDS", "PATH", "HOME",
+  ])
+  reserved_env_prefixes = toset([
+    "GOOGLE_", "PUSH_", "HOOK_", "TASKS_", "BACKFILL_", "LEDGER_", "FIRESTORE_", "PUBSUB_",
+    "CLOUD_TASKS_", "CLOUD_RUN_", "K_", "X_GOOGLE_", "PYTHON", "GUNICORN_",
+  ])
+}
+
+variable "hook_settings" {
+  description = "Plain settings of your hooks: environment variable name => value, set on every handler service (each hook module's pydantic-settings class reads its own prefix). Secrets go in hook_secrets."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for name in keys(var.hook_settings) : can(regex("^[A-Z][A-Z0-9_]*$", name))])
+    error_message = "hook_settings names must be environment variable names: upper-case letters, digits and '_', starting with a letter (e.g. CRM_BASE_URL)."
+  }
+  validation {
+    condition = alltrue([
+      for name in keys(var.hook_settings) :
+      !contains(local.reserved_env_names, name) && alltrue([for p in local.reserved_env_prefixes : !startswith(name, p)])
+    ])
+    error_message = "hook_settings names must not be, or start like, a variable the services already read: ${join(", ", sort(local.reserved_env_names))}, or ${join(", ", [for p in sort(local.reserved_env_prefixes) : "${p}*"])}. Give your hook's settings a prefix of its own (e.g. CRM_)."
+  }
+}
+
+variable "hook_secrets" {
+  description = "Secret settings of your hooks: environment variable name => id of a Secret Manager secret in this project that you create and fill with gcloud (README, Deploy). Every handler service reads its latest version at start-up, and may read only these secrets."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for name in keys(var.hook_secrets) : can(regex("^[A-Z][A-Z0-9_]*$", name))])
+    error_message = "hook_secrets names must be environment variable names: upper-case letters, digits and '_', starting with a letter (e.g. CRM_API_TOKEN)."
+  }
+  validation {
+    condition = alltrue([
+      for name in keys(var.hook_secrets) :
+      !contains(local.reserved_env_names, name) && alltrue([for p in local.reserved_env_prefixes : !startswith(name, p)])
+    ])
+    error_message = "hook_secrets names must not be, or start like, a variable the services already read: ${join(", ", sort(local.reserved_env_names))}, or ${join(", ", [for p in sort(local.reserved_env_prefixes) : "${p}*"])}. Give your hook's settings a prefix of its own (e.g. CRM_)."
+  }
+  validation {
+    condition     = length(setintersection(keys(var.hook_secrets), keys(var.hook_settings))) == 0
+    error_message = "A name is in both hook_settings and hook_secrets: ${join(", ", setintersection(keys(var.hook_secrets), keys(var.hook_settings)))}."
+  }
+  validation {
+    # Secret Manager's secret ids: letters, digits, '-' and '_', at most 255.
+    condition     = alltrue([for id in values(var.hook_secrets) : can(regex("^[A-Za-z0-9_-]{1,255}$", id))])
+    error_message = "hook_secrets values must be Secret Manager secret ids in this project (letters, digits, '-' and '_'), such as crm-api-token; not a resource name or a value."
   }
 }
 
@@ -184,8 +249,76 @@ variable "alert_thresholds" {
     signature_rejections_per_5m = optional(number, 20)
     # Ingest 5xx answers per 5 minutes: Pub/Sub refusing or timing out.
     ingest_5xx_per_5m = optional(number, 5)
+    # The Nth consecutive failed sync of a (customer, provider, object) raises the CRITICAL
+    # alert sync_failed_repeatedly (REPEATED_FAILURE_THRESHOLD on the alerts service).
+    repeated_sync_failures = optional(number, 3)
   })
   default = {}
+
+  validation {
+    condition     = var.alert_thresholds.repeated_sync_failures >= 2 && floor(var.alert_thresholds.repeated_sync_failures) == var.alert_thresholds.repeated_sync_failures
+    error_message = "alert_thresholds.repeated_sync_failures must be a whole number of at least 2 (the first failure already raises sync_failed)."
+  }
+}
+
+variable "alert_channels" {
+  description = "Notification channels beside alert_emails; every alert notifies every channel. Secrets are Secret Manager secret ids in this project that you fill with gcloud (README, Deploy): Terraform reads them ephemerally and sends them as write-only labels, so they never land in its state. A *_version pins the secret version read; change it to send a new one to the channel."
+  type = object({
+    # Cloud Monitoring's "slack" channel: the channel and the Slack app's OAuth token.
+    slack = optional(object({
+      channel_name       = string
+      auth_token_secret  = string
+      auth_token_version = optional(string, "latest")
+    }))
+    # "pagerduty": the integration key of a PagerDuty service (Events API v2).
+    pagerduty = optional(object({
+      service_key_secret  = string
+      service_key_version = optional(string, "latest")
+    }))
+    # A generic webhook: with username and password_secret it is "webhook_basicauth";
+    # without, "webhook_tokenauth", whose token is part of the URL (and so of the state:
+    # the provider has no write-only URL).
+    webhook = optional(object({
+      url              = string
+      username         = optional(string)
+      password_secret  = optional(string)
+      password_version = optional(string, "latest")
+    }))
+  })
+  default = {}
+
+  validation {
+    condition     = var.alert_channels.slack == null || can(regex("^#?[a-z0-9_-]{1,80}$", var.alert_channels.slack.channel_name))
+    error_message = "alert_channels.slack.channel_name must be a Slack channel name such as #oncall."
+  }
+  validation {
+    condition     = var.alert_channels.webhook == null || startswith(try(var.alert_channels.webhook.url, ""), "https://")
+    error_message = "alert_channels.webhook.url must be an https:// URL."
+  }
+  validation {
+    condition     = var.alert_channels.webhook == null || (try(var.alert_channels.webhook.username, null) == null) == (try(var.alert_channels.webhook.password_secret, null) == null)
+    error_message = "alert_channels.webhook takes username and password_secret together (basic auth), or neither (token auth: the token in the URL)."
+  }
+  validation {
+    condition = alltrue([
+      for id in compact([
+        try(var.alert_channels.slack.auth_token_secret, ""),
+        try(var.alert_channels.pagerduty.service_key_secret, ""),
+        try(var.alert_channels.webhook.password_secret, ""),
+      ]) : can(regex("^[A-Za-z0-9_-]{1,255}$", id))
+    ])
+    error_message = "alert_channels secrets (auth_token_secret, service_key_secret, password_secret) must be Secret Manager secret ids in this project, such as slack-alerts-token; never the secret itself."
+  }
+  validation {
+    condition = alltrue([
+      for v in compact([
+        try(var.alert_channels.slack.auth_token_version, ""),
+        try(var.alert_channels.pagerduty.service_key_version, ""),
+        try(var.alert_channels.webhook.password_version, ""),
+      ]) : v == "latest" || can(regex("^[1-9][0-9]*$", v))
+    ])
+    error_message = "alert_channels *_version values must be \"latest\" or a version number."
+  }
 }
 
 variable "deletion_protection" {

@@ -86,6 +86,15 @@ def sync_failed(harness: Callable[[str], Harness], **_: Any) -> None:
     h.push("alerts", h.payload("sync.paused", pause_reason="Manually paused by user"))
 
 
+def sync_failed_repeatedly(harness: Callable[[str], Harness], **_: Any) -> None:
+    h = harness("alerts")
+    payload = h.payload("sync.complete", result="ERROR")
+    threshold = h.runtime.settings.repeated_failure_threshold
+    # Not counted: the failures before the threshold's; counted: the one that reaches it.
+    for offset in range(threshold):
+        h.push("alerts", payload, sent_at=1_800_000_000 + offset)
+
+
 def reconnect_required(harness: Callable[[str], Harness], **_: Any) -> None:
     h = harness("alerts")
     h.push("alerts", h.payload("sync.paused", pause_reason="Unauthorized: 401"))
@@ -117,6 +126,7 @@ def backfill_failed(worker: Callable[..., WorkerHarness], **_: Any) -> None:  # 
 
 PATHS: dict[str, Callable[..., None]] = {
     "sync_failed": sync_failed,
+    "sync_failed_repeatedly": sync_failed_repeatedly,
     "reconnect_required": reconnect_required,
     "signature_rejected": signature_rejected,
     "publish_failed": publish_failed,

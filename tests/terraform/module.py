@@ -7,7 +7,8 @@ Values that Terraform computes from variables and files come from `ops.terraform
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,6 +25,7 @@ MODULE: Final = Path(__file__).resolve().parents[2] / "terraform"
 class Module:
     resources: dict[tuple[str, str], dict[str, Any]]
     data: dict[tuple[str, str], dict[str, Any]]
+    ephemerals: dict[tuple[str, str], dict[str, Any]]
     locals: dict[str, Any]
     variables: dict[str, dict[str, Any]]
     outputs: dict[str, dict[str, Any]]
@@ -39,6 +41,7 @@ class Module:
 def load() -> Module:
     resources: dict[tuple[str, str], dict[str, Any]] = {}
     data: dict[tuple[str, str], dict[str, Any]] = {}
+    ephemerals: dict[tuple[str, str], dict[str, Any]] = {}
     local_values: dict[str, Any] = {}
     variables: dict[str, dict[str, Any]] = {}
     outputs: dict[str, dict[str, Any]] = {}
@@ -55,13 +58,17 @@ def load() -> Module:
             for kind, named in block.items():
                 for name, body in named.items():
                     data[(literal(kind), literal(name))] = body
+        for block in parsed.get("ephemeral", []):
+            for kind, named in block.items():
+                for name, body in named.items():
+                    ephemerals[(literal(kind), literal(name))] = body
         for block in parsed.get("locals", []):
             local_values.update({k: v for k, v in block.items() if not k.startswith("__")})
         for block in parsed.get("variable", []):
             variables.update({literal(k): v for k, v in block.items()})
         for block in parsed.get("output", []):
             outputs.update({literal(k): v for k, v in block.items()})
-    return Module(resources, data, local_values, variables, outputs)
+    return Module(resources, data, ephemerals, local_values, variables, outputs)
 
 
 # The prefix the tests deploy under; names Terraform computes carry it.
@@ -88,6 +95,39 @@ def computed(
     """What Terraform computes for `expression` (ops.terraform.evaluate), once per session;
     with `routing_table`, from that table instead of shared/routing.json."""
     return _computed(expression, tuple(sorted((variables or {}).items())), routing_table)
+
+
+def refusals(variable: str, value: str, variables: Mapping[str, str] | None = None) -> list[str]:
+    """The error messages of `variable`'s validations that `value` fails, as Terraform renders
+    them; [] when it passes them all (see `refusals_of`)."""
+    [found] = refusals_of(variable, [value], variables)
+    return found
+
+
+def refusals_of(
+    variable: str, values: Sequence[str], variables: Mapping[str, str] | None = None
+) -> list[list[str]]:
+    """For each of `values`, the error messages of the validations of `variable` it fails.
+
+    Each value is an HCL expression of the variable's type after conversion (tolist, tomap, or
+    an object with every attribute). `terraform console` reports a failed validation only as a
+    warning, without its message, so each condition and message is evaluated here, in one
+    console run, on the value in the variable's place; `variables` are the other variables a
+    condition reads.
+    """
+    checks = []
+    for validation in load().variables[variable].get("validation", []):
+        condition = _in_place_of(variable, expr(validation["condition"]))
+        message = _in_place_of(variable, validation["error_message"])
+        checks.append(f'({condition}) ? "" : {message}')
+    results = computed(
+        f"[for candidate in [{', '.join(values)}] : [{', '.join(checks)}]]", variables
+    )
+    return [[message for message in result if message] for result in results]
+
+
+def _in_place_of(variable: str, expression: str) -> str:
+    return re.sub(rf"\bvar\.{variable}\b", "candidate", expression)
 
 
 def literal(value: Any) -> Any:

@@ -6,21 +6,46 @@ Values Terraform computes from variables and the routing table come from Terrafo
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic_settings import BaseSettings
 
 from handlers import backfill_store, ledger, store, tasks_queue
 from shared.names import Names
-from shared.routing import PUSH_PATH, load_table
+from shared.routing import MAX_FILTER_BYTES, PUSH_PATH, load_routes, load_table
 from shared.settings import HandlerSettings, IngestSettings
 from tests.terraform.module import PREFIX, block, computed, expr, literal, load
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # Read by the servers that run the code (functions-framework's and our gunicorn), not by it.
 SERVER_VARIABLES = {"THREADS"}
+
+# A deployment that uses every hook feature: events for the hooks route, plain settings, and
+# secrets (two variables naming one secret: one grant per service and secret, not per name).
+HOOK_EVENTS = ["sync.complete", "entity.entity_mapping.*"]
+HOOK_SETTINGS = {"CRM_BASE_URL": "https://crm.example.com", "CRM_BATCH": "100"}
+HOOK_SECRETS = {
+    "CRM_API_TOKEN": "crm-api-token",
+    "CRM_TOKEN_ALIAS": "crm-api-token",
+    "WAREHOUSE_DSN": "warehouse-dsn",
+}
+
+
+def hcl(value: Any) -> str:
+    """A Python list or dict of strings as an HCL value for -var (JSON is valid HCL for these)."""
+    return json.dumps(value)
+
+
+WITH_HOOKS = {
+    "hook_events": hcl(HOOK_EVENTS),
+    "hook_settings": hcl(HOOK_SETTINGS),
+    "hook_secrets": hcl(HOOK_SECRETS),
+}
 
 
 def env_name(field: str) -> str:
@@ -38,10 +63,72 @@ def known_fields(settings: type[BaseSettings]) -> set[str]:
 # --- routes and subscriptions --------------------------------------------------------------
 
 
-def test_terraform_computes_the_same_filter_as_the_code_for_every_route() -> None:
-    assert computed("local.route_filters") == {
-        route.name: route.subscription_filter() for route in load_table().active_routes()
+@pytest.mark.parametrize("hook_events", [[], HOOK_EVENTS, ["sync.paused"], ["*"]])
+def test_terraform_computes_the_same_filter_as_the_code_for_every_route(
+    hook_events: list[str],
+) -> None:
+    routes = load_table().with_hook_events(tuple(hook_events)).routes
+    assert any(route.from_hook_events for route in routes.values())
+    assert computed("local.route_filters", {"hook_events": hcl(hook_events)}) == {
+        name: route.subscription_filter() for name, route in routes.items()
     }
+
+
+def test_a_route_without_event_types_gets_no_subscription_and_nothing_is_pushed_to_it() -> None:
+    """An empty filter would deliver every event: the hooks route has no subscription, no
+    dead-letter topic, no grants and no invoker until hook_events names an event."""
+    routes = load_routes()
+    hooks = {name for name, route in routes.items() if route.from_hook_events}
+    static = set(routes) - hooks
+    hook_services = {routes[name].service for name in hooks}
+    assert set(computed("local.subscribed_routes")) == static
+    assert set(computed("local.subscribed_routes", WITH_HOOKS)) == set(routes)
+    assert set(computed("local.routed_services")).isdisjoint(hook_services)
+    assert hook_services <= set(computed("local.routed_services", WITH_HOOKS))
+    # The hooks service exists always (it scales to zero), invocable by nobody until then.
+    assert hook_services <= set(computed("local.handler_services"))
+    invoker = load().resource("google_cloud_run_v2_service_iam_member", "invoker")
+    assert expr(invoker["for_each"]) == "setunion(local.routed_services, [local.worker_service])"
+    module = load()
+    for kind, name in [
+        ("google_pubsub_subscription", "push"),
+        ("google_pubsub_subscription", "dead_letter_watch"),
+        ("google_pubsub_topic", "dead_letter"),
+        ("google_pubsub_topic_iam_member", "agent_publishes_dead_letters"),
+        ("google_pubsub_subscription_iam_member", "agent_forwards_from_subscription"),
+    ]:
+        assert expr(module.resource(kind, name)["for_each"]) == "local.subscribed_routes", name
+    policy = module.resource("google_monitoring_alert_policy", "dead_letter_backlog")
+    [conditions] = [d['"conditions"'] for d in policy["dynamic"] if '"conditions"' in d]
+    assert expr(conditions["for_each"]) == "local.subscribed_routes"
+    # Dead-lettering grants follow the subscribed routes too (routes_by_service).
+    assert set(computed("local.routes_by_service")).isdisjoint(hook_services)
+
+
+def test_the_filter_length_is_checked_before_pubsub_refuses_it() -> None:
+    assert computed("local.max_filter_bytes") == MAX_FILTER_BYTES
+    sub = load().resource("google_pubsub_subscription", "push")
+    [lifecycle] = sub["lifecycle"]
+    [precondition] = lifecycle["precondition"]
+    [hooks] = [name for name, route in load_routes().items() if route.from_hook_events]
+
+    def holds(hook_events: list[str]) -> bool:
+        condition = expr(precondition["condition"]).replace("each.key", json.dumps(hooks))
+        return bool(computed(condition, {"hook_events": hcl(hook_events)}))
+
+    def filter_bytes(hook_events: list[str]) -> int:
+        route = load_table().with_hook_events(tuple(hook_events)).routes[hooks]
+        return len(route.subscription_filter().encode())
+
+    # The longest list of these that fits, and one more.
+    types = [f"entity.entity_mapping.type_{i}" for i in range(20)]
+    fitting = max((types[:n] for n in range(20) if filter_bytes(types[:n]) <= 256), key=len)
+    too_many = types[: len(fitting) + 1]
+    assert filter_bytes(fitting) <= MAX_FILTER_BYTES < filter_bytes(too_many)
+    assert holds(fitting)
+    assert not holds(too_many)
+    message = literal(precondition["error_message"]).replace("${each.key}", hooks)
+    assert "hook_events" in message
 
 
 def test_every_name_terraform_gives_is_the_one_shared_names_derives() -> None:
@@ -71,7 +158,7 @@ def test_every_name_terraform_gives_is_the_one_shared_names_derives() -> None:
 
 def test_every_route_has_a_push_subscription_with_filter_oidc_retries_and_dead_letters() -> None:
     sub = load().resource("google_pubsub_subscription", "push")
-    assert expr(sub["for_each"]) == "local.routing"
+    assert expr(sub["for_each"]) == "local.subscribed_routes"
     assert expr(sub["topic"]) == "google_pubsub_topic.events.id"
     assert expr(sub["filter"]) == "local.route_filters[each.key]"
     assert sub["retain_acked_messages"] is True  # `python -m ops replay --since` seeks into it
@@ -97,12 +184,12 @@ def test_every_route_has_a_push_subscription_with_filter_oidc_retries_and_dead_l
 def test_every_dead_letter_topic_has_a_pull_subscription_and_the_agent_grants() -> None:
     module = load()
     watch = module.resource("google_pubsub_subscription", "dead_letter_watch")
-    assert expr(watch["for_each"]) == "local.routing"
+    assert expr(watch["for_each"]) == "local.subscribed_routes"
     assert expr(watch["topic"]) == "google_pubsub_topic.dead_letter[each.key].id"
     assert expr(watch["name"]) == "local.dead_letter_watch_subscriptions[each.key]"
     grants = module.of_kind("google_pubsub_topic_iam_member")
     agent = grants["agent_publishes_dead_letters"]
-    assert expr(agent["for_each"]) == "local.routing"
+    assert expr(agent["for_each"]) == "local.subscribed_routes"
     assert expr(agent["topic"]) == "google_pubsub_topic.dead_letter[each.key].name"
     forwards = module.of_kind("google_pubsub_subscription_iam_member")[
         "agent_forwards_from_subscription"
@@ -121,24 +208,40 @@ def test_one_cloud_run_service_per_service_the_image_runs() -> None:
     assert expr(service["for_each"]) == "local.handler_services"
 
 
-def handler_environment(service: str) -> dict[str, str]:
-    """The env vars the Cloud Run service `service` gets: static blocks and dynamic maps."""
+def handler_environment(service: str, variables: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The env vars the Cloud Run service `service` gets, with `variables`: static blocks,
+    the handlers.tf maps, and every other dynamic block as Terraform computes its for_each.
+    A plain variable maps to its value (an expression string, or the computed value); a
+    secret one to its `secret_key_ref` block, the secret being the computed value."""
     module = load()
     resource = module.resource("google_cloud_run_v2_service", "handler")
     [container] = block(resource, "template")["containers"]
-    env = {literal(item["name"]): item["value"] for item in container.get("env", [])}
+    env: dict[str, Any] = {
+        literal(item["name"]): item["value"] for item in container.get("env", [])
+    }
     backfill_services = set(computed("local.backfill_services"))
     for dynamic in container["dynamic"]:
         [(label, body)] = [(k, v) for k, v in dynamic.items() if not k.startswith("__")]
         assert literal(label) == "env"
         source = expr(body["for_each"])
+        [content] = body["content"]
+        assert expr(content["name"]) == "env.key"
         if source == "local.handler_env":
             env.update(module.locals["handler_env"])
         elif source == "contains(local.backfill_services, each.key) ? local.backfill_env : {}":
             if service in backfill_services:
                 env.update(module.locals["backfill_env"])
+        elif "value_source" in content:
+            # Secret Manager: the value is read by Cloud Run when an instance starts.
+            assert "value" not in content
+            ref = block(block(content, "value_source"), "secret_key_ref")
+            assert expr(ref["secret"]) == "env.value"
+            for name, secret in computed(source, variables).items():
+                env[name] = {**ref, "secret": secret}
         else:
-            pytest.fail(f"unexpected env source {source}")
+            # Pure over variables and routing.tf: Terraform computes it, for this service.
+            assert expr(content["value"]) == "env.value"
+            env.update(computed(source.replace("each.key", json.dumps(service)), variables))
     return env
 
 
@@ -159,14 +262,22 @@ def test_the_services_that_enqueue_backfills_get_the_queue_settings() -> None:
             assert not needed & env.keys(), service
 
 
+@pytest.mark.parametrize("variables", [{}, WITH_HOOKS], ids=["defaults", "with-hooks"])
 @pytest.mark.parametrize("service", sorted(load_table().services))
-def test_every_handler_setting_the_code_needs_is_set_and_nothing_unknown(service: str) -> None:
-    env = handler_environment(service)
+def test_every_handler_setting_the_code_needs_is_set_and_nothing_unknown(
+    service: str, variables: dict[str, str]
+) -> None:
+    env = handler_environment(service, variables)
     # Required, plus the push identity: without it the service refuses to start (auth on).
     assert (
         required_fields(HandlerSettings) | {"PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT"} <= env.keys()
     )
-    assert env.keys() <= known_fields(HandlerSettings)
+    # The hooks' own settings and secrets are the only names the settings classes do not read.
+    hook_names = set(computed("var.hook_settings", variables)) | set(
+        computed("var.hook_secrets", variables)
+    )
+    assert env.keys() <= known_fields(HandlerSettings) | hook_names
+    assert hook_names <= env.keys()
     assert "PUSH_AUTH_DISABLED" not in env
     assert expr(env["SERVICE"]) == "each.key"
     # The audience each service expects is the one its callers put in the token.
@@ -181,6 +292,47 @@ def test_every_handler_setting_the_code_needs_is_set_and_nothing_unknown(service
     )
     assert "local.worker_timeout_seconds" in lease
     assert ack_deadline in lease
+
+
+@pytest.mark.parametrize("service", sorted(load_table().services))
+def test_every_service_gets_the_hook_settings_and_secrets_and_secrets_come_from_secret_manager(
+    service: str,
+) -> None:
+    env = handler_environment(service, WITH_HOOKS)
+    for name, value in HOOK_SETTINGS.items():
+        assert env[name] == value
+    for name, secret in HOOK_SECRETS.items():
+        assert env[name] == {"secret": secret, "version": '"latest"', "__is_block__": True}
+    # None of them is also given in clear.
+    assert not set(HOOK_SECRETS) & set(HOOK_SETTINGS)
+
+
+def test_hook_events_reach_the_hooks_service_and_the_threshold_the_alerts_service() -> None:
+    table = load_table()
+    hook_services = {r.service for r in table.routes.values() if r.from_hook_events}
+    alerts_services = {r.service for r in table.routes.values() if r.handler == "handlers.alerts"}
+    assert hook_services and alerts_services
+    threshold = 5
+    variables = {**WITH_HOOKS, "alert_thresholds": f"{{repeated_sync_failures={threshold}}}"}
+    for service in table.services:
+        env = handler_environment(service, variables)
+        if service in hook_services:
+            # The same list the subscription filter is built from, as HOOK_EVENTS reads it.
+            assert env["HOOK_EVENTS"] == ",".join(HOOK_EVENTS)
+        else:
+            assert "HOOK_EVENTS" not in env, service
+        if service in alerts_services:
+            assert env["REPEATED_FAILURE_THRESHOLD"] == str(threshold)
+        else:
+            assert "REPEATED_FAILURE_THRESHOLD" not in env, service
+    default = computed("var.alert_thresholds.repeated_sync_failures")
+    assert default == 3
+    # Once HandlerSettings reads it (#14's Python half), the code's default is Terraform's.
+    field = HandlerSettings.model_fields.get("repeated_failure_threshold")
+    if field is not None:
+        assert field.default == default
+    for service in hook_services:
+        assert handler_environment(service)["HOOK_EVENTS"] == ""
 
 
 def test_the_worker_outlasts_its_task_dispatch_deadline() -> None:
@@ -254,10 +406,14 @@ def test_every_variable_has_a_description_and_a_type_and_outputs_are_described()
 # --- service accounts and roles ------------------------------------------------------------
 
 AGENT = "Pub/Sub service agent"
+SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
 
 
-def grantees(member: str, for_each: str | None) -> set[str]:
-    """Who a grant's member expression names, resolving for_each over the handler accounts."""
+def grantees(
+    member: str, for_each: str | None, variables: Mapping[str, str] | None = None
+) -> set[str]:
+    """Who a grant's member expression names, resolving for_each over the handler accounts
+    as Terraform computes it with `variables`."""
     if member == '"allUsers"':
         return {"allUsers"}
     if expr(member) == "local.pubsub_service_agent":
@@ -270,20 +426,22 @@ def grantees(member: str, for_each: str | None) -> set[str]:
             who.add(account)
         elif index == "[each.key]":
             assert for_each is not None
-            who |= set(computed(expr(for_each)))
+            who |= set(computed(expr(for_each), variables))
         elif index == "[each.value.service]":
-            who |= set(computed("local.routes_by_service"))
+            assert for_each is not None
+            pairs = computed(expr(for_each), variables)
+            who |= {pair["service"] for pair in pairs.values()}
         else:
             pytest.fail(f"unexpected handler account index {index}")
     return who
 
 
-def grants_in_terraform() -> set[tuple[str, str]]:
+def grants_in_terraform(variables: Mapping[str, str] | None = None) -> set[tuple[str, str]]:
     found = set()
     for (kind, _name), body in load().resources.items():
         if kind.endswith("_iam_member"):
             role = literal(body["role"])
-            for who in grantees(body["member"], body.get("for_each")):
+            for who in grantees(body["member"], body.get("for_each"), variables):
                 found.add((who, role))
     return found
 
@@ -306,7 +464,46 @@ def grants_in_readme() -> set[tuple[str, str]]:
 def test_each_account_holds_only_the_roles_the_readme_lists() -> None:
     readme = grants_in_readme()
     assert readme, "the README's roles table is missing"
-    assert grants_in_terraform() == readme
+    # The table lists every grant a deployment can get: with hook events and secrets.
+    assert grants_in_terraform(WITH_HOOKS) == readme
+    # Without them, less: no grant on a secret nobody named, no dead-lettering for the hooks
+    # route that has no subscription (the hooks service keeps its Firestore grant).
+    services = set(load_table().services)
+    hooks_services = {r.service for r in load_table().routes.values() if r.from_hook_events}
+    assert readme - grants_in_terraform() == {(s, SECRET_ACCESSOR) for s in services} | {
+        (s, "roles/pubsub.publisher") for s in hooks_services
+    }
+
+
+def hook_secret_grants(variables: Mapping[str, str] | None = None) -> set[tuple[str, str]]:
+    """(service account, secret) of every secretAccessor grant to a handler account."""
+    module = load()
+    found = set()
+    for (kind, name), body in module.resources.items():
+        if kind.endswith("_iam_member") and literal(body["role"]) == SECRET_ACCESSOR:
+            if "google_service_account.handler" not in body["member"]:
+                continue
+            assert kind == "google_secret_manager_secret_iam_member", name
+            assert expr(body["member"]) == (
+                "google_service_account.handler[each.value.service].member"
+            )
+            assert expr(body["secret_id"]) == "each.value.secret"
+            assert expr(body["project"]) == "var.project_id"
+            for pair in computed(expr(body["for_each"]), variables).values():
+                found.add((pair["service"], pair["secret"]))
+    return found
+
+
+def test_every_handler_service_may_read_exactly_the_hook_secrets() -> None:
+    services = set(load_table().services)
+    assert hook_secret_grants() == set()
+    assert hook_secret_grants(WITH_HOOKS) == {
+        (service, secret) for service in services for secret in set(HOOK_SECRETS.values())
+    }
+    # Each service reads them at start-up, so its revision waits for the grants.
+    depends_on = load().resource("google_cloud_run_v2_service", "handler")["depends_on"]
+    grants = "google_secret_manager_secret_iam_member.handler_reads_hook_secrets"
+    assert f"${{{grants}}}" in depends_on
 
 
 def test_no_account_gets_a_basic_role_and_only_the_function_is_public() -> None:
