@@ -21,7 +21,6 @@ from shared.log import JsonLogger
 from shared.routing import RoutingTable, load_table, pattern_covers
 from shared.settings import HandlerSettings, load_or_exit
 
-
 # gunicorn stops, and so the revision fails to start, when a worker exits with this code while
 # booting; with any other code it starts the worker again, and again.
 WORKER_BOOT_ERROR: Final = 3
@@ -33,7 +32,7 @@ def create_service_app(settings: HandlerSettings | None = None) -> flask.Flask:
         return _create(settings)
     except SystemExit as exc:
         if exc.code not in (None, 0) and not isinstance(exc.code, int):
-            print(exc.code, file=sys.stderr, flush=True)
+            sys.stderr.write(f"{exc.code}\n")
         raise SystemExit(WORKER_BOOT_ERROR) from None
 
 

@@ -255,7 +255,7 @@ def banner(config: RunConfig, environ: Mapping[str, str] = os.environ) -> str:
             f"{NAMES.dead_letter_topic('<route>')}",
             f"                    (each with a pull subscription "
             f"{NAMES.watch_subscription('<topic>')}, which `ops watch` reads)",
-            f"  hooks             {config.hook_modules}"
+            f"  hook modules      {config.hook_modules}"
             + (f"  (and the settings in {ENV_FILE.name})" if config.env_file else ""),
             f"  webhook secret    {config.secret}  (dev only, public)",
             f"  logs              {config.log_dir}/",
