@@ -21,8 +21,8 @@ MAX_FILTER_BYTES: Final = 256
 # Where a route's service receives its push requests (terraform/pubsub.tf builds the same URL).
 PUSH_PATH: Final = "/push/{route}"
 
-Caller = Literal["pubsub", "tasks"]
-_CALLERS: Final[frozenset[str]] = frozenset({"pubsub", "tasks"})
+Caller = Literal["pubsub", "tasks", "scheduler"]
+_CALLERS: Final[frozenset[str]] = frozenset({"pubsub", "tasks", "scheduler"})
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class Service:
 
     name: str
     local_port: int
-    # Pub/Sub push delivers its routes' events; Cloud Tasks calls the backfill worker.
+    # Pub/Sub push delivers its routes' events; Cloud Tasks calls the backfill worker; Cloud
+    # Scheduler calls the reconciler.
     called_by: Caller = "pubsub"
     # Creates backfill chunk tasks, so it needs the queue's settings and grants.
     enqueues_backfills: bool = False
@@ -75,6 +76,11 @@ class RoutingTable:
         [worker] = [s for s in self.services.values() if s.called_by == "tasks"]
         return worker
 
+    @property
+    def reconciler(self) -> Service | None:
+        """The service Cloud Scheduler calls: the reconciler, if the table has one."""
+        return next((s for s in self.services.values() if s.called_by == "scheduler"), None)
+
 
 def _matches(pattern: str, event_type: str) -> bool:
     if pattern.endswith("*"):
@@ -99,10 +105,12 @@ def load_table(path: Path = ROUTING_FILE) -> RoutingTable:
         if routed != (service.called_by == "pubsub"):
             raise ValueError(
                 f"service {service.name!r}: a service called by Pub/Sub needs a route, "
-                "and one called by Cloud Tasks must have none"
+                "and one called by Cloud Tasks or Cloud Scheduler must have none"
             )
     if sum(s.called_by == "tasks" for s in services.values()) != 1:
         raise ValueError("exactly one service must be called by Cloud Tasks (the worker)")
+    if sum(s.called_by == "scheduler" for s in services.values()) > 1:
+        raise ValueError("at most one service may be called by Cloud Scheduler (the reconciler)")
     ports = [service.local_port for service in services.values()]
     if len(set(ports)) != len(ports):
         raise ValueError(f"services share a local_port: {sorted(ports)}")

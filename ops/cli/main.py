@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ops.cli import pubsub, send, status, watch
+from ops.cli import pubsub, reconcile, send, status, watch
 from ops.cli.args import Handler
 from ops.cli.errors import CliError, one_line
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_command(commands)
     pubsub.add_commands(commands)
     status.add_command(commands)
+    reconcile.add_command(commands)
     return parser
 
 

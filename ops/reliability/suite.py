@@ -109,6 +109,8 @@ def make_events(count: int, rng: random.Random) -> list[Event]:
             payload["customer_id"] = f"app:{customer}"
         if event_type == "object.field_mapping.updated":
             payload["object_name"] = "contact"
+        if "run_id" in payload:
+            payload["run_id"] = f"run-{uuid.uuid4().hex}"
         roll = rng.random()
         deliveries = 3 if roll < 0.02 else 2 if roll < 0.12 else 1
         events.append(Event(f"msg_{uuid.uuid4().hex}", event_type, payload, deliveries))

@@ -107,6 +107,9 @@ def send(
         event_type: str, *, times: int = 1, webhook_id: str | None = None, **changes: Any
     ) -> tuple[str, dict[str, Any]]:
         payload = {**sample(event_type), **changes}
+        if "run_id" in payload and "run_id" not in changes:
+            # A run of its own: the ledger keys a sync.complete on its run.
+            payload["run_id"] = f"run-{uuid.uuid4().hex}"
         body = json.dumps(payload).encode()
         webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
         for _ in range(times):

@@ -96,6 +96,7 @@ def test_default_ports_are_fixed_and_distinct() -> None:
         "pubsub": ports.pubsub,
         "firestore": ports.firestore,
         "tasks": ports.tasks,
+        "supaglue": ports.supaglue,
         **ports.services(),
     } == {
         "ingest": 8080,
@@ -107,6 +108,8 @@ def test_default_ports_are_fixed_and_distinct() -> None:
         "transforms": 8093,
         "backfills": 8094,
         "backfill-worker": 8095,
+        "reconciler": 8096,
+        "supaglue": 8097,
     }
 
 
