@@ -29,6 +29,11 @@ locals {
       description = "A backfill stopped on a permanent error (backfill worker)."
       by_provider = false
     }
+    events_reconciled = {
+      filter      = "jsonPayload.event=\"event_reconciled\" AND labels.component=\"reconciler\""
+      description = "An event the reconciler recovered from Supaglue's API: its webhook never arrived."
+      by_provider = true
+    }
   }
 
   metric_type = { for name, _ in local.log_metrics : name => "logging.googleapis.com/user/${var.name_prefix}_${name}" }
@@ -103,6 +108,12 @@ locals {
       title     = "Backfill failed"
       threshold = 0
       runbook   = "A backfill stopped on a permanent error; `python -m ops status` shows it with its last error."
+    }
+    events_reconciled = {
+      severity  = "WARNING"
+      title     = "Events recovered by reconciliation: webhooks were lost upstream"
+      threshold = 0
+      runbook   = "The reconciler found runs or connection changes in Supaglue's API that no webhook reported, and published them (they took effect once). Find out why webhooks were lost: README, 'Events were recovered by reconciliation'."
     }
   }
 }
