@@ -30,7 +30,7 @@ locals {
       by_provider = false
     }
     events_reconciled = {
-      filter      = "jsonPayload.event=\"event_reconciled\" AND labels.component=\"reconciler\""
+      filter      = "jsonPayload.event=\"events_reconciled\" AND labels.component=\"reconciler\""
       description = "An event the reconciler recovered from Supaglue's API: its webhook never arrived."
       by_provider = true
     }

@@ -37,7 +37,8 @@ from shared.log import JsonLogger
 from shared.routing import routes_for
 from shared.settings import ReconcilerSettings
 
-RECOVERED: Final = "event_reconciled"
+# One line per recovered event; the log-based metric of the same name counts them.
+RECOVERED: Final = "events_reconciled"
 Publish = Callable[[Sequence[Synthetic]], None]
 Stop = Literal["requests", "time", "api_unavailable"]
 

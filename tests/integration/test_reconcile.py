@@ -20,6 +20,7 @@ import pytest
 import requests
 from google.cloud import firestore
 
+from handlers.reconcile.passes import RECOVERED
 from handlers.reconcile.synthetic import run_webhook_id
 from handlers.store import CONNECTIONS, SYNC_STATE, doc_id
 from ops import pubsub_admin
@@ -107,7 +108,7 @@ def run_state(rec: Reconciling, run: dict[str, Any]) -> Callable[[], dict[str, A
 
 
 def recovered(rec: Reconciling, webhook_id: str) -> list[dict[str, Any]]:
-    return rec.lines("reconciler", event="event_reconciled", webhook_id=webhook_id)
+    return rec.lines("reconciler", event=RECOVERED, webhook_id=webhook_id)
 
 
 def test_a_run_whose_webhook_never_came_is_recovered_and_takes_effect_once(
