@@ -8,7 +8,8 @@ later pass, as does one that ended within the settle time (its webhook may be in
 first retries). Connections: for every customer the pipeline knows (the connection
 registry and the sync state), the API's connections against the registry; one listed but
 never recorded gets its `connection.created`, one recorded as active but no longer listed
-its `connection.deleted`.
+its `connection.deleted`. Paused syncs: an object sync the API lists as paused whose sync state
+is not paused gets its `sync.paused`, once a pass has seen it paused for the settle time.
 
 A pass spends at most its budgets (requests, time), writes its progress after each page and
 each customer, and the next pass continues from there. Two passes at once cannot double an
@@ -29,10 +30,17 @@ from google.cloud import firestore
 from handlers.lease import Lease
 from handlers.ledger import Ledger
 from handlers.reconcile import synthetic
-from handlers.reconcile.api import ApiUnavailable, BudgetSpent, Connection, SupaglueApi, SyncRun
+from handlers.reconcile.api import (
+    ApiUnavailable,
+    BudgetSpent,
+    Connection,
+    SupaglueApi,
+    Sync,
+    SyncRun,
+)
 from handlers.reconcile.store import Progress, Store
 from handlers.reconcile.synthetic import Synthetic
-from handlers.store import CONNECTIONS, SYNC_STATE
+from handlers.store import CONNECTIONS, SYNC_STATE, doc_id
 from shared.log import JsonLogger
 from shared.routing import routes_for
 from shared.settings import ReconcilerSettings
@@ -53,6 +61,7 @@ class Counts:
     runs_recent: int = 0
     runs_recorded: int = 0
     runs_unsupported: int = 0
+    syncs_paused: int = 0
     customers_checked: int = 0
     connections_listed: int = 0
     deletions_unidentified: int = 0
@@ -87,6 +96,7 @@ class Pass:
         lease, progress = begun
         try:
             self._runs(lease, progress)
+            self._paused_syncs()
             self._connections(lease, progress)
         except BudgetSpent as spent:
             self.counts.stopped_by = spent.what
@@ -137,6 +147,48 @@ class Pass:
                 self.counts.runs_unsupported += 1
             else:
                 found.append(synthetic.sync_complete(run))
+        return found
+
+    # --- paused syncs -------------------------------------------------------------
+
+    def _paused_syncs(self) -> None:
+        """Object syncs the API lists as paused that the sync state does not record paused."""
+        settled = self.now - timedelta(seconds=self.settings.reconcile_settle_seconds)
+        for syncs, _ in self.api.syncs(page_size=self.settings.reconcile_page_size):
+            self.counts.pages += 1
+            objects = [s for s in syncs if s.object is not None]
+            self.counts.syncs_paused += sum(s.paused for s in objects)
+            states = self._sync_states(objects)
+            seen = self.store.paused_since(s.id for s in objects)
+            gaps = []
+            for sync in objects:
+                state = states.get(sync.id, {})
+                if not sync.paused or state.get("paused"):
+                    if sync.id in seen:
+                        self.store.forget_pause(sync.id)
+                    continue
+                if sync.id not in seen:
+                    self.store.saw_paused(sync.id, self.now)
+                if seen.get(sync.id, self.now) <= settled:
+                    gaps.append(
+                        synthetic.sync_paused(
+                            sync, last_run_id=state.get("last_run_id"), sent_at=self._sent_at
+                        )
+                    )
+            self._publish_missing(gaps)
+
+    def _sync_states(self, syncs: Sequence[Sync]) -> dict[str, dict[str, Any]]:
+        """Sync id -> its sync state document (empty when there is none)."""
+        refs = {
+            self.db.collection(SYNC_STATE)
+            .document(doc_id(s.customer_id, s.provider_name, str(s.object)))
+            .path: s.id
+            for s in syncs
+        }
+        found: dict[str, dict[str, Any]] = {}
+        for snapshot in self.db.get_all([self.db.document(path) for path in refs]):
+            if snapshot.exists:
+                found[refs[snapshot.reference.path]] = snapshot.to_dict() or {}
         return found
 
     # --- connections -------------------------------------------------------------

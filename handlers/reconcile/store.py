@@ -1,5 +1,5 @@
-"""The reconciler's own state in Firestore: its watermark and where a pass stopped, and the
-connection ids it has seen listed.
+"""The reconciler's own state in Firestore: its watermark and where a pass stopped, the
+connection ids it has seen listed, and when it first saw each paused sync.
 
 One document, `reconciler/state`, carries a lease (handlers/lease.py): a pass that starts
 while another holds it does nothing, and a pass writes its progress only while its lease is
@@ -24,6 +24,9 @@ STATE_DOCUMENT: Final = "state"
 # Connection ids seen listed, by (customer, provider): what a deletion the webhook never
 # reported was, once it is no longer listed.
 SEEN_CONNECTIONS: Final = "reconciler_connections"
+# When a pass first saw each paused sync: a pause is recovered once it is older than the
+# settle time, so a pause webhook still in Svix's retries is not doubled.
+SEEN_PAUSES: Final = "reconciler_paused_syncs"
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,21 @@ class Store:
             if snapshot.exists and data.get("connection_id"):
                 found[str(data["provider_name"])] = str(data["connection_id"])
         return found
+
+    def paused_since(self, sync_ids: Iterable[str]) -> dict[str, datetime]:
+        """Sync id -> when a pass first saw it paused (while it stays paused)."""
+        refs = [self._client.collection(SEEN_PAUSES).document(sync_id) for sync_id in sync_ids]
+        return {
+            snapshot.id: (snapshot.to_dict() or {})["seen_at"]
+            for snapshot in self._client.get_all(refs)
+            if snapshot.exists
+        }
+
+    def saw_paused(self, sync_id: str, now: datetime) -> None:
+        self._client.collection(SEEN_PAUSES).document(sync_id).set({"seen_at": now})
+
+    def forget_pause(self, sync_id: str) -> None:
+        self._client.collection(SEEN_PAUSES).document(sync_id).delete()
 
     def remember_connection(self, customer: str, provider: str, connection_id: str) -> None:
         self._seen_ref(customer, provider).set(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from handlers.idempotency import event_key
-from handlers.reconcile.api import Connection, SyncRun
+from handlers.reconcile.api import Connection, Sync, SyncRun
 from shared.contract import (
     ORIGIN_RECONCILED,
     SOURCE_SUPAGLUE,
@@ -123,6 +123,26 @@ def connection_deleted(
         webhook_id=f"{WEBHOOK_ID_PREFIX}connection.deleted:{connection_id}",
         sent_at=sent_at,
     )
+
+
+def sync_paused(sync: Sync, *, last_run_id: str | None, sent_at: int) -> Synthetic:
+    """`sync.paused` for an object sync the API lists as paused; the API gives no reason.
+
+    Its id names the sync and the last run before the pause: a later pause of the same sync,
+    after another run, is another event.
+    """
+    assert sync.object is not None
+    payload = {
+        "webhook_event_type": "sync.paused",
+        "connection_id": sync.connection_id,
+        "customer_id": sync.customer_id,
+        "provider_name": sync.provider_name,
+        "type": "object",
+        "object_type": sync.object_type or "standard",
+        "object": sync.object,
+    }
+    webhook_id = f"{WEBHOOK_ID_PREFIX}sync.paused:{sync.id}:after:{last_run_id or 'none'}"
+    return build(payload, webhook_id=webhook_id, sent_at=sent_at)
 
 
 def epoch(timestamp: str) -> int:

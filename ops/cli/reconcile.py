@@ -1,7 +1,7 @@
 """`reconcile` and `supaglue`: run a reconciliation pass, and feed the local fake Supaglue API.
 
 `reconcile` POSTs to the reconciler's /reconcile, as Cloud Scheduler does in the cloud, and
-prints the pass's counts. `supaglue add-run | add-connection | delete-connection | fail`
+prints the pass's counts. `supaglue add-run | add-connection | delete-connection | pause-sync | fail`
 change what the fake management API of `make run` lists (ops/local/fake_supaglue.py),
 over HTTP: a sync run or a connection change whose webhook was never sent.
 """
@@ -61,6 +61,11 @@ def add_command(commands: Commands) -> None:
     delete = actions.add_parser("delete-connection", help="a connection no longer listed")
     _who(delete)
     delete.set_defaults(handler=_run_delete_connection)
+    pause = actions.add_parser("pause-sync", help="an object sync the API lists as paused")
+    _who(pause)
+    pause.add_argument("--object", default="contact")
+    pause.add_argument("--resume", action="store_true", help="list it as running again")
+    pause.set_defaults(handler=_run_pause_sync)
     fail = actions.add_parser("fail", help="answer the next API requests with these statuses")
     fail.add_argument("statuses", type=int, nargs="+", help="e.g. 500 429")
     fail.add_argument("--retry-after", type=int, help="Retry-After seconds on each")
@@ -141,6 +146,19 @@ def _run_delete_connection(args: argparse.Namespace) -> int:
     print(
         f"connection {connection['id']} of {args.customer} on {args.provider} is no longer listed"
     )
+    return 0
+
+
+def _run_pause_sync(args: argparse.Namespace) -> int:
+    body = {
+        "customer_id": args.customer,
+        "provider_name": args.provider,
+        "object": args.object,
+        "paused": not args.resume,
+    }
+    sync = _fake(args, "POST", "/syncs", body)
+    state = "paused" if sync["paused"] else "running"
+    print(f"sync {sync['id']} of {args.object} for {args.customer} on {args.provider} is {state}")
     return 0
 
 

@@ -5,8 +5,8 @@
 `GET /mgmt/v2/customers/{customer_id}/connections`, shaped as in
 handlers/reconcile/mgmt-openapi.json and answered only with the right `x-api-key`. What it
 holds is changed through `/_fake/...` (not Supaglue's API): `python -m ops supaglue` and the
-tests add runs and connections, delete connections, and make the next answers fail (a 500,
-a 429). Loopback only, one thread per request, in the process that starts it (the stack).
+tests add runs and connections, delete connections, pause syncs, and make the next answers
+fail (a 500, a 429). Loopback only, one thread per request, in the process that starts it (the stack).
 """
 
 from __future__ import annotations
@@ -158,6 +158,29 @@ class FakeSupaglue:
                     return connection
         return None
 
+    def set_sync(self, **fields: Any) -> dict[str, Any]:
+        """The object sync of (customer, provider, object), added or updated (e.g. paused)."""
+        key = ("customer_id", "provider_name", "object")
+        with self._lock:
+            for sync in self.syncs:
+                if all(sync[k] == fields.get(k, sync[k]) for k in key):
+                    sync.update(fields)
+                    return dict(sync)
+            sync = {
+                "id": f"sync_{uuid.uuid4().hex[:12]}",
+                "type": "object",
+                "object_type": "standard",
+                "object": "contact",
+                "connection_id": f"conn_{uuid.uuid4().hex[:12]}",
+                "sync_config_id": f"config_{uuid.uuid4().hex[:12]}",
+                "paused": False,
+                "provider_name": "hubspot",
+                "customer_id": "my-customer-1",
+                **fields,
+            }
+            self.syncs.append(sync)
+            return dict(sync)
+
     def fail_next(self, *statuses: int, retry_after: int | None = None, after: int = 0) -> None:
         """Answer API requests with `statuses`, one each, once `after` more were answered."""
         with self._lock:
@@ -221,7 +244,16 @@ def _handler(fake: FakeSupaglue) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _error(self, status: int, title: str, headers: dict[str, str] | None = None) -> None:
-            self._send(status, {"errors": [{"title": title, "status": str(status)}]}, headers)
+            error = {
+                "id": str(uuid.uuid4()),
+                "detail": title,
+                "problem_type": "FAKE_ERROR",
+                "title": title,
+                "code": "FAKE_ERROR",
+                "status": str(status),
+                "meta": {"origin": "supaglue"},
+            }
+            self._send(status, {"errors": [error]}, headers)
 
         def _body(self) -> dict[str, Any]:
             length = int(self.headers.get("content-length") or 0)
@@ -264,6 +296,7 @@ def _handler(fake: FakeSupaglue) -> type[BaseHTTPRequestHandler]:
             routes: dict[str, Callable[..., Any]] = {
                 f"{ADMIN}/sync-runs": fake.add_run,
                 f"{ADMIN}/connections": fake.add_connection,
+                f"{ADMIN}/syncs": fake.set_sync,
             }
             try:
                 body = self._body()

@@ -268,3 +268,31 @@ def test_a_connection_listed_but_never_recorded_is_recorded(rec: Reconciling) ->
     assert rec.reconcile()[0] == 200
     entry = wait_for(lambda: rec.doc(CONNECTIONS, who, "hubspot"), what="the registry entry")
     assert (entry["status"], entry["provider_id"]) == ("active", connection["provider_id"])
+
+
+def test_a_paused_sync_the_sync_state_does_not_know_is_recovered_once(rec: Reconciling) -> None:
+    who = customer()
+    sync = rec.fake.set_sync(customer_id=who, object="deal", paused=True)
+    assert rec.reconcile()[0] == 200
+    state = wait_for(lambda: rec.doc(SYNC_STATE, who, "hubspot", "deal"), what="the pause")
+    assert state["paused"] is True
+    webhook_id = f"reconciled:sync.paused:{sync['id']}:after:none"
+    [line] = wait_for(
+        lambda: rec.lines("alerts", event="sync_paused", webhook_id=webhook_id), what="the alert"
+    )
+    assert line["customer_id"] == who
+    assert rec.reconcile()[0] == 200
+    time.sleep(2)
+    assert len(recovered(rec, webhook_id)) == 1
+    assert len(rec.lines("alerts", event="sync_paused", webhook_id=webhook_id)) == 1
+
+
+def test_a_pause_whose_webhook_came_is_not_published_again(rec: Reconciling) -> None:
+    who = customer()
+    sync = rec.fake.set_sync(customer_id=who, object="lead", paused=True)
+    rec.send(
+        {**sample("sync.paused"), "customer_id": who, "provider_name": "hubspot", "object": "lead"}
+    )
+    wait_for(lambda: rec.doc(SYNC_STATE, who, "hubspot", "lead").get("paused"), what="the webhook")
+    assert rec.reconcile()[0] == 200
+    assert recovered(rec, f"reconciled:sync.paused:{sync['id']}:after:none") == []
