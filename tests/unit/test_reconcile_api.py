@@ -88,7 +88,12 @@ def _check(value: Any, schema: dict[str, Any], where: str) -> None:
         assert schema.get("nullable"), f"{where} is null"
         return
     kind = schema.get("type")
-    types = {"string": str, "number": (int, float), "boolean": bool, "object": dict}
+    types: dict[str, type | tuple[type, ...]] = {
+        "string": str,
+        "number": (int, float),
+        "boolean": bool,
+        "object": dict,
+    }
     if kind in types:
         assert isinstance(value, types[kind]), f"{where}: {value!r} is not {kind}"
     if kind == "object":
