@@ -13,7 +13,7 @@ PUBSUB_PORT: Final = 8085
 FIRESTORE_PORT: Final = 8086
 TASKS_PORT: Final = 8123
 # The fake Supaglue management API the local reconciler reads (ops/local/fake_supaglue.py).
-SUPAGLUE_PORT: Final = 8097
+SUPAGLUE_PORT: Final = 8099
 # The fake's own endpoints (runs, connections, faults), beside the API it fakes.
 SUPAGLUE_ADMIN_PATH: Final = "/_fake"
 # The handler services listen on their routing table's local_port, shifted by the base port:

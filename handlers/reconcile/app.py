@@ -2,8 +2,9 @@
 
 Authenticated as the push services are (handlers/auth.py): an OIDC token for the service's
 URL from the scheduler's account. Each request writes one log line with the pass's counts,
-and answers through handlers.errors.disposition: 204-like success with the counts as JSON,
-503 when the API kept failing (the next pass goes on from the watermark), 500 when the API
+and answers through handlers.errors.disposition, with the counts as a JSON body: 200 for a
+pass (also one a budget cut short) or a pass skipped because another holds the lease, 503
+when the API kept failing (the next pass goes on from the watermark), 500 when the API
 refused the request itself.
 """
 
@@ -67,12 +68,14 @@ class Reconciler:
             # Never acknowledged as done: the scheduler's next call starts from the watermark.
             result = as_handler_error(exc)
         answer = disposition(result)
+        # A body says what the pass did; disposition's 204 becomes 200 to carry it.
+        status = 200 if answer.status == 204 else answer.status
         self._runtime.logger.log(
             answer.severity if counts.events_reconciled == 0 else "WARNING",
             answer.event,
             f"reconciler: {answer.event}, {counts.events_reconciled} event(s) recovered",
             trace=TraceContext.from_headers(headers),
-            status=answer.status,
+            status=status,
             error=None if isinstance(result, Finished) else str(result),
             detail=result.detail
             if isinstance(result, Finished)
@@ -80,7 +83,6 @@ class Reconciler:
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             **counts.fields(),
         )
-        status = 200 if answer.status == 204 else answer.status
         body = {"outcome": answer.event, **counts.fields()}
         return flask.Response(json.dumps(body), status=status, mimetype="application/json")
 

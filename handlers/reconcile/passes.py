@@ -31,6 +31,7 @@ from handlers.lease import Lease
 from handlers.ledger import Ledger
 from handlers.reconcile import synthetic
 from handlers.reconcile.api import (
+    ApiRefused,
     ApiUnavailable,
     BudgetSpent,
     Connection,
@@ -126,10 +127,17 @@ class Pass:
             page_size=settings.reconcile_page_size,
             cursor=progress.cursor,
         )
-        for runs, following in pages:
-            self.counts.pages += 1
-            self._publish_missing(self._finished_runs(runs, until))
-            self.store.save(lease, {"cursor": following})
+        try:
+            for runs, following in pages:
+                self.counts.pages += 1
+                self._publish_missing(self._finished_runs(runs, until))
+                self.store.save(lease, {"cursor": following})
+        except ApiRefused:
+            if progress.cursor is not None:
+                # A kept cursor the API no longer takes would stop every pass: the next one
+                # reads the window again from its start (the ledger skips what it recovered).
+                self.store.save(lease, {"cursor": None})
+            raise
         watermark = max(until, progress.watermark) if progress.watermark else until
         self.store.save(lease, {"watermark": watermark, "window_until": None, "cursor": None})
         self.counts.watermark = watermark.isoformat()

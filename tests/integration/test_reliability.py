@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_small_reliability_suite_passes(capsys: pytest.CaptureFixture[str]) -> None:
     code = suite.main(
-        ["--events", "300", "--fault-events", "150", "--dropped-events", "60", "--senders", "16"]
+        ["--events", "300", "--fault-events", "150", "--dropped-events", "40", "--senders", "16"]
     )
     output = capsys.readouterr().out
     print(output)

@@ -161,7 +161,7 @@ def test_each_route_handles_exactly_the_event_types_it_receives(route: str) -> N
 def test_a_new_route_and_service_reach_every_stack_and_terraform(tmp_path: Path) -> None:
     """One entry in the routing table and one handler module: nothing else to edit."""
     table = json.loads((REPO / "shared" / "routing.json").read_text())
-    table["services"]["audit"] = {"local_port": 8099}
+    table["services"]["audit"] = {"local_port": 8096}
     table["routes"]["audit-trail"] = {
         "service": "audit",
         "handler": "handlers.alerts",
@@ -176,7 +176,7 @@ def test_a_new_route_and_service_reach_every_stack_and_terraform(tmp_path: Path)
     assert handler.route.name == "audit-trail"
     assert handler.fn is importlib.import_module("handlers.alerts").handle
     # make run serves it at its port, and the test stack on a free one.
-    assert Ports().services(extended)["audit"] == 8099
+    assert Ports().services(extended)["audit"] == 8096
     spec = StackSpec.on_free_ports("p", tmp_path, hook_modules="", routing=extended)
     assert "audit" in spec.service_ports
     # Terraform creates its Cloud Run service, its subscription with the route's filter.

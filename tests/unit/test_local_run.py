@@ -108,8 +108,8 @@ def test_default_ports_are_fixed_and_distinct() -> None:
         "transforms": 8093,
         "backfills": 8094,
         "backfill-worker": 8095,
-        "reconciler": 8096,
-        "supaglue": 8097,
+        "reconciler": 8098,
+        "supaglue": 8099,
     }
 
 

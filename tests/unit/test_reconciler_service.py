@@ -25,8 +25,8 @@ def test_the_reconciler_is_the_one_service_cloud_scheduler_calls() -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        ({"audit": {"local_port": 8098, "called_by": "scheduler"}}, "at most one service"),
-        ({"reconciler": {"local_port": 8096, "called_by": "cron"}}, "called_by must be one of"),
+        ({"audit": {"local_port": 8097, "called_by": "scheduler"}}, "at most one service"),
+        ({"reconciler": {"local_port": 8098, "called_by": "cron"}}, "called_by must be one of"),
     ],
 )
 def test_the_routing_table_refuses_a_second_or_unknown_caller(
