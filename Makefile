@@ -107,12 +107,18 @@ deploy: deploy-check
 	terraform -chdir=terraform init -input=false
 	terraform -chdir=terraform apply -input=false $(TF_VARS) \
 		-target=google_project_service.apis -target=google_secret_manager_secret.webhook_secrets \
+		-target=google_secret_manager_secret.supaglue_api_key \
 		-target=google_artifact_registry_repository_iam_member.build_pushes \
 		-target=google_storage_bucket_iam_member.build_reads_source -target=google_project_iam_member.build_logs
 	@# The function cannot start without a signing secret: stop here until one is added.
 	@test -n "$$(gcloud secrets versions list $(PREFIX)-webhook-secrets --project=$(PROJECT) --filter=state=enabled --limit=1 --format='value(name)')" || { \
 		echo "Add the webhook signing secret first (README, Deploy), then run make deploy again:"; \
 		echo "  printf '%s' 'whsec_...' | gcloud secrets versions add $(PREFIX)-webhook-secrets --data-file=- --project=$(PROJECT)"; \
+		exit 3; }
+	@# Nor can the reconciler without Supaglue's management API key.
+	@test -n "$$(gcloud secrets versions list $(PREFIX)-supaglue-api-key --project=$(PROJECT) --filter=state=enabled --limit=1 --format='value(name)')" || { \
+		echo "Add Supaglue's management API key first (README, Deploy), then run make deploy again:"; \
+		echo "  printf '%s' 'YOUR_API_KEY' | gcloud secrets versions add $(PREFIX)-supaglue-api-key --data-file=- --project=$(PROJECT)"; \
 		exit 3; }
 	gcloud builds submit . --project=$(PROJECT) --region=$(REGION) --config=handlers/cloudbuild.yaml \
 		--substitutions=_IMAGE=$(IMAGE) \

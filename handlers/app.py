@@ -20,6 +20,7 @@ import flask
 from handlers.context import HandlerContext
 from handlers.envelope import MAX_ENVELOPE_BYTES, BadEnvelope, PushMessage, parse_push
 from handlers.errors import Busy, Finished, HandlerError, StorageBusy, as_handler_error, disposition
+from handlers.idempotency import ledger_key
 from handlers.ledger import ClaimState
 from handlers.runtime import Runtime
 from shared.contract import Attr, truncate_utf8
@@ -123,11 +124,12 @@ def _process(delivery: _Delivery) -> Finished:
         return NOT_MINE
 
     ledger = runtime.ledger
-    claim = ledger.claim(route.name, message.webhook_id)
+    key = ledger_key(route, message, event)
+    claim = ledger.claim(route.name, key)
     if claim.state is ClaimState.DONE:
         return DUPLICATE
     if claim.state is ClaimState.BUSY:
-        raise Busy(f"another attempt holds {route.name}/{message.webhook_id}")
+        raise Busy(f"another attempt holds {route.name}/{key}")
 
     context = HandlerContext(
         handler=route.name,

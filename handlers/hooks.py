@@ -238,10 +238,14 @@ class HookRegistry:
 
     # --- settings -------------------------------------------------------------------
 
-    def load_settings(self) -> None:
-        """Validate every registered settings class; SettingsInvalid names what is wrong."""
+    def load_settings(self, modules: Iterable[str] | None = None) -> None:
+        """Validate the settings classes of `modules` (default: all), as `on_event_types`
+        picks their hooks: those defined in one of them or below it. SettingsInvalid names
+        what is wrong."""
         problems = []
         for settings_class in self._settings_classes:
+            if modules is not None and not _defined_in(settings_class, modules):
+                continue
             prefix = str(settings_class.model_config.get("env_prefix") or "")
             try:
                 self._settings[settings_class] = settings_class()
@@ -301,6 +305,10 @@ class HookRegistry:
 
     def cleanups_for(self, *, provider: str) -> list[Registered]:
         return [h for h in self._cleanups if h.matches(provider=provider)]
+
+
+def _defined_in(thing: type, modules: Iterable[str]) -> bool:
+    return any(thing.__module__ == m or thing.__module__.startswith(f"{m}.") for m in modules)
 
 
 # The registry the services read; hook modules register into it at import.

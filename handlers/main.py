@@ -14,12 +14,13 @@ import flask
 
 from handlers.app import create_app
 from handlers.hooks import SettingsInvalid, hooks, load_hook_modules
+from handlers.reconcile.app import create_reconciler_app
 from handlers.runtime import Runtime
-from handlers.services import handlers_for, is_worker
+from handlers.services import handlers_for, is_reconciler, is_worker
 from handlers.worker import create_worker_app
 from shared.log import JsonLogger
 from shared.routing import RoutingTable, load_table, pattern_covers
-from shared.settings import HandlerSettings, load_or_exit
+from shared.settings import HandlerSettings, ReconcilerSettings, load_or_exit
 
 # gunicorn stops, and so the revision fails to start, when a worker exits with this code while
 # booting; with any other code it starts the worker again, and again.
@@ -38,6 +39,8 @@ def create_service_app(settings: HandlerSettings | None = None) -> flask.Flask:
 
 def _create(settings: HandlerSettings | None) -> flask.Flask:
     settings = settings or load_or_exit(HandlerSettings, "handlers")
+    if is_reconciler(settings.service) and not isinstance(settings, ReconcilerSettings):
+        settings = load_or_exit(ReconcilerSettings, settings.service)
     logger = JsonLogger(
         settings.service,
         project_id=settings.google_cloud_project,
@@ -45,13 +48,16 @@ def _create(settings: HandlerSettings | None) -> flask.Flask:
     )
     load_hook_modules(settings.hook_modules)
     try:
-        hooks.load_settings()
+        # Only this service's modules: a process may have imported others (a test's stack).
+        hooks.load_settings(settings.hook_modules)
     except SettingsInvalid as exc:
         logger.log("CRITICAL", "settings_invalid", f"hook settings: {exc}")
         raise SystemExit(f"invalid hook settings: {exc}") from None
     runtime = Runtime(settings, hooks=hooks, logger=logger)
     if is_worker(settings.service):
         return create_worker_app(runtime)
+    if isinstance(settings, ReconcilerSettings):
+        return create_reconciler_app(settings, runtime)
     return create_app(handlers_for(settings.service, routing_table(settings)), runtime)
 
 

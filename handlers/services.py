@@ -36,3 +36,9 @@ def handlers_for(service: str, table: RoutingTable | None = None) -> list[Handle
 def is_worker(service: str, table: RoutingTable | None = None) -> bool:
     """True for the service Cloud Tasks calls (the backfill worker)."""
     return service == (table or load_table()).worker.name
+
+
+def is_reconciler(service: str, table: RoutingTable | None = None) -> bool:
+    """True for the service Cloud Scheduler calls (the reconciler)."""
+    reconciler = (table or load_table()).reconciler
+    return reconciler is not None and service == reconciler.name

@@ -3,6 +3,8 @@
 On `SUCCESS`, each transform hook registered for the object runs with its
 own stored high-water mark; the new marks and the run's state are stored in
 one transaction with the ledger's done mark, and only if every hook succeeded.
+A `sync.paused` marks the state paused until a later successful run (a paused
+sync does not run): what the reconciler compares with the API's `paused` flag.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from handlers import deletions
 from handlers.context import HandlerContext
 from handlers.hooks import TransformRun
 from handlers.store import SYNC_STATE, doc_id
-from shared.events import SyncCompleteRun, WebhookEvent
+from shared.events import SyncCompleteRun, SyncPaused, WebhookEvent
 
 
 @singledispatch
@@ -47,6 +49,8 @@ def _sync_complete(event: SyncCompleteRun, context: HandlerContext) -> None:
         if marks:
             update["high_water_marks"] = {**current.get("high_water_marks", {}), **marks}
         # Runs can arrive out of order: only a newer run moves the "last run" fields.
+        if event.result == "SUCCESS" and sent_at > current.get("paused_at", sent_at):
+            update["paused"] = False
         if sent_at >= current.get("last_run_at", -1):
             failures = int(current.get("consecutive_failures", 0))
             update.update(
@@ -59,6 +63,33 @@ def _sync_complete(event: SyncCompleteRun, context: HandlerContext) -> None:
                     "consecutive_failures": failures + 1 if event.result == "ERROR" else 0,
                 }
             )
+        transaction.set(ref, update, merge=True)
+
+    context.commit(write)
+
+
+@handle.register
+def _sync_paused(event: SyncPaused, context: HandlerContext) -> None:
+    ref = context.firestore.collection(SYNC_STATE).document(
+        doc_id(event.customer_id, event.provider_name, event.object)
+    )
+    sent_at = context.webhook_timestamp
+
+    def write(transaction: firestore.Transaction) -> None:
+        current: dict[str, Any] = ref.get(transaction=transaction).to_dict() or {}
+        # A pause older than the last one recorded changes nothing.
+        if sent_at < current.get("paused_at", -1):
+            return
+        update = {
+            "customer_id": event.customer_id,
+            "provider_name": event.provider_name,
+            "object": event.object,
+            "connection_id": event.connection_id,
+            "paused": True,
+            "paused_at": sent_at,
+            "pause_reason": event.pause_reason,
+            "updated_at": datetime.now(UTC),
+        }
         transaction.set(ref, update, merge=True)
 
     context.commit(write)

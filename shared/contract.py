@@ -15,6 +15,8 @@ from shared.events import AnyEvent, UnknownEvent
 # Pub/Sub refuses attribute values over 1024 bytes.
 MAX_ATTRIBUTE_BYTES: Final = 1024
 SOURCE_SUPAGLUE: Final = "supaglue"
+# The `origin` of an event the reconciler recovered from Supaglue's management API.
+ORIGIN_RECONCILED: Final = "reconciled"
 
 
 class Attr(StrEnum):
@@ -32,6 +34,8 @@ class Attr(StrEnum):
     # Set on dead-lettered messages only: who gave up on it, and which message it was.
     HANDLER = "dead_letter_handler"
     ORIGINAL_MESSAGE_ID = "original_message_id"
+    # Set by the reconciler only (ORIGIN_RECONCILED); a message without it is a webhook.
+    ORIGIN = "origin"
 
 
 def delivery_attributes(*, webhook_id: str, webhook_timestamp: str, source: str) -> dict[str, str]:

@@ -51,3 +51,27 @@ class Names:
     @property
     def webhook_secret(self) -> str:
         return f"{self.prefix}-webhook-secrets"
+
+    @property
+    def supaglue_api_key_secret(self) -> str:
+        """The Secret Manager secret holding Supaglue's management API key (the reconciler's)."""
+        return f"{self.prefix}-supaglue-api-key"
+
+    @property
+    def scheduler_account(self) -> str:
+        """The service account Cloud Scheduler calls the reconciler as."""
+        return f"{self.prefix}-scheduler"
+
+    @property
+    def reconcile_job(self) -> str:
+        """The Cloud Scheduler job that starts a reconciliation pass."""
+        return f"{self.prefix}-reconcile"
+
+    @property
+    def archive_subscription(self) -> str:
+        """The Cloud Storage subscription that archives every event past Pub/Sub's retention."""
+        return f"{self.events_topic}-archive"
+
+    def archive_bucket(self, project: str) -> str:
+        """Bucket names are global: the project's id keeps them apart."""
+        return f"{project}-{self.prefix}-archive"

@@ -24,8 +24,8 @@ PUSH_PATH: Final = "/push/{route}"
 # hook_events variable, HOOK_EVENTS in the services (see RoutingTable.with_hook_events).
 HOOK_EVENTS: Final = "hook_events"
 
-Caller = Literal["pubsub", "tasks"]
-_CALLERS: Final[frozenset[str]] = frozenset({"pubsub", "tasks"})
+Caller = Literal["pubsub", "tasks", "scheduler"]
+_CALLERS: Final[frozenset[str]] = frozenset({"pubsub", "tasks", "scheduler"})
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class Service:
 
     name: str
     local_port: int
-    # Pub/Sub push delivers its routes' events; Cloud Tasks calls the backfill worker.
+    # Pub/Sub push delivers its routes' events; Cloud Tasks calls the backfill worker; Cloud
+    # Scheduler calls the reconciler.
     called_by: Caller = "pubsub"
     # Creates backfill chunk tasks, so it needs the queue's settings and grants.
     enqueues_backfills: bool = False
@@ -95,6 +96,11 @@ class RoutingTable:
         [worker] = [s for s in self.services.values() if s.called_by == "tasks"]
         return worker
 
+    @property
+    def reconciler(self) -> Service | None:
+        """The service Cloud Scheduler calls: the reconciler, if the table has one."""
+        return next((s for s in self.services.values() if s.called_by == "scheduler"), None)
+
 
 def pattern_matches(pattern: str, event_type: str) -> bool:
     """An event type against a table pattern (a trailing `*` matches a prefix)."""
@@ -127,10 +133,12 @@ def load_table(path: Path = ROUTING_FILE) -> RoutingTable:
         if routed != (service.called_by == "pubsub"):
             raise ValueError(
                 f"service {service.name!r}: a service called by Pub/Sub needs a route, "
-                "and one called by Cloud Tasks must have none"
+                "and one called by Cloud Tasks or Cloud Scheduler must have none"
             )
     if sum(s.called_by == "tasks" for s in services.values()) != 1:
         raise ValueError("exactly one service must be called by Cloud Tasks (the worker)")
+    if sum(s.called_by == "scheduler" for s in services.values()) > 1:
+        raise ValueError("at most one service may be called by Cloud Scheduler (the reconciler)")
     ports = [service.local_port for service in services.values()]
     if len(set(ports)) != len(ports):
         raise ValueError(f"services share a local_port: {sorted(ports)}")

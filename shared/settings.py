@@ -15,6 +15,7 @@ from typing import Annotated, Final, TypeVar
 from pydantic import (
     BeforeValidator,
     Field,
+    HttpUrl,
     SecretStr,
     ValidationError,
     field_validator,
@@ -160,7 +161,30 @@ class HandlerSettings(_Base):
         return self.names.dead_letter_topic(route)
 
 
-S = TypeVar("S", bound=BaseSettings)
+class ReconcilerSettings(HandlerSettings):
+    """The reconciler (SERVICE=reconciler): Supaglue's management API and a pass's budgets."""
+
+    # From Secret Manager in the cloud; only ever sent to the API as x-api-key.
+    supaglue_api_key: SecretStr = Field(min_length=1)
+    supaglue_api_url: HttpUrl = HttpUrl("https://api.supaglue.io")
+    # Runs that ended up to this long before the watermark are read again: an end time the API
+    # recorded late, or a clock apart, still falls inside the next pass.
+    reconcile_overlap_seconds: float = Field(default=3600, ge=0)
+    # A run that ended less than this long ago is left to its webhook, which may still be in
+    # Svix's first retries: recovering it now would be a false alarm.
+    reconcile_settle_seconds: float = Field(default=600, ge=0)
+    reconcile_page_size: int = Field(default=100, ge=1, le=1000)
+    # A pass's budgets: API requests, and time; the next pass continues where it stopped.
+    reconcile_max_requests: int = Field(default=200, ge=1)
+    reconcile_time_budget_seconds: float = Field(default=240, gt=0, le=1700)
+    # 429 and 5xx are retried this many times per request, backing off from the first delay
+    # (doubling, or the API's Retry-After), never past the pass's time budget.
+    reconcile_retries: int = Field(default=4, ge=0, le=10)
+    reconcile_backoff_seconds: float = Field(default=1.0, gt=0, le=60)
+    reconcile_request_timeout_seconds: float = Field(default=20, gt=0, le=120)
+
+
+S = TypeVar("S", bound=_Base)
 
 
 def load_or_exit(settings_class: type[S], component: str) -> S:

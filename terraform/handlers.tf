@@ -39,7 +39,7 @@ resource "google_cloud_run_v2_service" "handler" {
 
   template {
     service_account                  = google_service_account.handler[each.key].email
-    timeout                          = "${each.key == local.worker_service ? local.worker_timeout_seconds : var.handlers.timeout_seconds}s"
+    timeout                          = "${each.key == local.worker_service ? local.worker_timeout_seconds : contains(local.reconciler_services, each.key) ? local.reconciler_timeout_seconds : var.handlers.timeout_seconds}s"
     max_instance_request_concurrency = var.handlers.concurrency
 
     scaling {
@@ -78,7 +78,7 @@ resource "google_cloud_run_v2_service" "handler" {
       }
       env {
         name  = "PUSH_SERVICE_ACCOUNT"
-        value = each.key == local.worker_service ? google_service_account.tasks.email : google_service_account.push.email
+        value = contains(local.reconciler_services, each.key) ? google_service_account.scheduler.email : each.key == local.worker_service ? google_service_account.tasks.email : google_service_account.push.email
       }
 
       dynamic "env" {
@@ -103,6 +103,28 @@ resource "google_cloud_run_v2_service" "handler" {
         content {
           name  = env.key
           value = env.value
+        }
+      }
+
+      # The reconciler (reconciler.tf): Supaglue's API and its budgets, and the API key.
+      dynamic "env" {
+        for_each = contains(local.reconciler_services, each.key) ? local.reconciler_env : {}
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = contains(local.reconciler_services, each.key) ? local.reconciler_secret_env : {}
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = var.supaglue_api_key_version
+            }
+          }
         }
       }
 
@@ -154,5 +176,6 @@ resource "google_cloud_run_v2_service" "handler" {
     google_project_iam_member.handler_firestore,
     # A revision whose secret cannot be read does not start.
     google_secret_manager_secret_iam_member.handler_reads_hook_secrets,
+    google_secret_manager_secret_iam_member.reconciler_reads_api_key,
   ]
 }

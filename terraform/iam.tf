@@ -141,7 +141,8 @@ resource "google_service_account_iam_member" "backfills_act_as_tasks" {
 # --- who may call whom ----------------------------------------------------------------------
 
 # https://cloud.google.com/run/docs/securing/managing-access (roles/run.invoker): Pub/Sub's push
-# identity calls the routed services, Cloud Tasks' identity calls the worker, nobody else.
+# identity calls the routed services, Cloud Tasks' identity the worker, Cloud Scheduler's the
+# reconciler, nobody else.
 resource "google_cloud_run_v2_service_iam_member" "invoker" {
   # Not the hooks service while no subscription pushes to it (hook_events empty).
   for_each = setunion(local.routed_services, [local.worker_service])
@@ -150,7 +151,7 @@ resource "google_cloud_run_v2_service_iam_member" "invoker" {
   location = var.region
   name     = google_cloud_run_v2_service.handler[each.key].name
   role     = "roles/run.invoker"
-  member   = each.key == local.worker_service ? google_service_account.tasks.member : google_service_account.push.member
+  member   = contains(local.reconciler_services, each.key) ? google_service_account.scheduler.member : each.key == local.worker_service ? google_service_account.tasks.member : google_service_account.push.member
 }
 
 # --- the Pub/Sub service agent: dead-lettering --------------------------------------------
@@ -173,4 +174,45 @@ resource "google_pubsub_subscription_iam_member" "agent_forwards_from_subscripti
   subscription = google_pubsub_subscription.push[each.key].name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_service_agent
+}
+
+# --- the reconciler: publish what it recovered, read Supaglue's API key -------------------
+
+# https://cloud.google.com/pubsub/docs/access-control#roles (roles/pubsub.publisher): recovered
+# events go to the events topic, as webhooks do.
+resource "google_pubsub_topic_iam_member" "reconciler_publishes" {
+  for_each = local.reconciler_services
+
+  project = var.project_id
+  topic   = google_pubsub_topic.events.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.handler[each.key].member
+}
+
+# https://cloud.google.com/secret-manager/docs/access-control (roles/secretmanager.secretAccessor)
+resource "google_secret_manager_secret_iam_member" "reconciler_reads_api_key" {
+  for_each = local.reconciler_services
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.supaglue_api_key.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.handler[each.key].member
+}
+
+# --- the Pub/Sub service agent: the archive's Cloud Storage subscription -------------------
+
+# https://cloud.google.com/pubsub/docs/create-cloudstorage-subscription
+# (roles/storage.objectCreator and roles/storage.legacyBucketReader, on the bucket only).
+resource "google_storage_bucket_iam_member" "agent_writes_archive" {
+  bucket     = google_storage_bucket.archive.name
+  role       = "roles/storage.objectCreator"
+  member     = local.pubsub_service_agent
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket_iam_member" "agent_reads_archive_bucket" {
+  bucket     = google_storage_bucket.archive.name
+  role       = "roles/storage.legacyBucketReader"
+  member     = local.pubsub_service_agent
+  depends_on = [google_project_service.apis]
 }

@@ -34,6 +34,11 @@ locals {
       description = "The same customer's sync of one object failed alert_thresholds.repeated_sync_failures times in a row (alerts handler)."
       by_provider = true
     }
+    events_reconciled = {
+      filter      = "jsonPayload.event=\"events_reconciled\" AND labels.component=\"reconciler\""
+      description = "An event the reconciler recovered from Supaglue's API: its webhook never arrived."
+      by_provider = true
+    }
   }
 
   metric_type = { for name, _ in local.log_metrics : name => "logging.googleapis.com/user/${var.name_prefix}_${name}" }
@@ -209,6 +214,12 @@ locals {
       title     = "Supaglue sync failing repeatedly"
       threshold = 0
       runbook   = "The same customer's sync of one object failed several times in a row (alert_thresholds.repeated_sync_failures): the integration is broken, not flaky. Runbook: README, 'A sync alert fires'. The log line carries customer_id, provider_name, connection_id, object and consecutive_failures."
+    }
+    events_reconciled = {
+      severity  = "WARNING"
+      title     = "Events recovered by reconciliation: webhooks were lost upstream"
+      threshold = 0
+      runbook   = "The reconciler found runs or connection changes in Supaglue's API that no webhook reported, and published them (they took effect once). Find out why webhooks were lost: README, 'Events were recovered by reconciliation'."
     }
   }
 }

@@ -40,3 +40,22 @@ output "artifact_repository" {
   description = "Where make deploy pushes the handlers' image."
   value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 }
+
+output "supaglue_api_key_secret_id" {
+  description = "Secret Manager secret holding Supaglue's management API key, which the reconciler reads; add a version with gcloud (README, Deploy)."
+  value       = google_secret_manager_secret.supaglue_api_key.secret_id
+}
+
+output "archive" {
+  description = "Where every event is archived past Pub/Sub's retention, for `python -m ops replay --from-archive`."
+  value = {
+    bucket       = google_storage_bucket.archive.name
+    prefix       = "events/"
+    subscription = google_pubsub_subscription.archive.name
+  }
+}
+
+output "reconcile_jobs" {
+  description = "The Cloud Scheduler job that starts each reconciliation pass."
+  value       = { for service, job in google_cloud_scheduler_job.reconcile : service => job.id }
+}

@@ -53,6 +53,10 @@ locals {
   # Services Pub/Sub pushes to: those with a subscribed route (the hooks service has none
   # while hook_events is empty, and then nobody may invoke it).
   routed_services = toset([for route in local.subscribed_routes : route.service])
+  # The reconciler, which Cloud Scheduler calls (reconciler.tf); a set, empty without one.
+  reconciler_services = toset([
+    for name, service in local.routing_table.services : name if try(service.called_by, "pubsub") == "scheduler"
+  ])
   # Services that enqueue backfill chunks: the scheduler's service, and the worker (next chunk).
   backfill_services = toset([
     for name, service in local.routing_table.services : name if try(service.enqueues_backfills, false)
@@ -88,8 +92,15 @@ locals {
   run_service_names = {
     for service in local.handler_services : service => "${var.name_prefix}-${service}"
   }
-  tasks_queue    = "${var.name_prefix}-backfills"
-  webhook_secret = "${var.name_prefix}-webhook-secrets"
+  tasks_queue             = "${var.name_prefix}-backfills"
+  webhook_secret          = "${var.name_prefix}-webhook-secrets"
+  supaglue_api_key_secret = "${var.name_prefix}-supaglue-api-key"
+  scheduler_account       = "${var.name_prefix}-scheduler"
+  reconcile_job           = "${var.name_prefix}-reconcile"
+  archive_subscription    = "${local.events_topic}-archive"
+  archive_bucket          = "${var.project_id}-${var.name_prefix}-archive"
+  # A pass stops by its time budget; its request, and the scheduler's wait for it, outlast that.
+  reconciler_timeout_seconds = var.reconciler.time_budget_seconds + 60
   # A chunk task's dispatch deadline is BACKFILL_CHUNK_SECONDS + 60 (handlers/tasks_queue.py); the
   # worker's request timeout must outlast it, or Cloud Run would cut a chunk Tasks still waits on.
   worker_timeout_seconds = var.backfills.chunk_seconds + 90

@@ -75,7 +75,8 @@ locals {
   ])
   reserved_env_prefixes = toset([
     "GOOGLE_", "PUSH_", "HOOK_", "TASKS_", "BACKFILL_", "LEDGER_", "FIRESTORE_", "PUBSUB_",
-    "CLOUD_TASKS_", "CLOUD_RUN_", "K_", "X_GOOGLE_", "PYTHON", "GUNICORN_",
+    "CLOUD_TASKS_", "CLOUD_RUN_", "K_", "X_GOOGLE_", "PYTHON", "GUNICORN_", "SUPAGLUE_",
+    "RECONCILE_",
   ])
 }
 
@@ -335,5 +336,59 @@ variable "webhook_secret_version" {
   validation {
     condition     = var.webhook_secret_version == "latest" || can(regex("^[1-9][0-9]*$", var.webhook_secret_version))
     error_message = "webhook_secret_version must be \"latest\" or a version number."
+  }
+}
+
+variable "reconciler" {
+  description = "The reconciler: how often Cloud Scheduler starts a pass, Supaglue's management API, and a pass's budgets (README, The reconciler)."
+  type = object({
+    schedule            = optional(string, "*/15 * * * *")
+    api_url             = optional(string, "https://api.supaglue.io")
+    overlap_seconds     = optional(number, 3600)
+    settle_seconds      = optional(number, 600)
+    page_size           = optional(number, 100)
+    max_requests        = optional(number, 200)
+    time_budget_seconds = optional(number, 240)
+  })
+  default = {}
+
+  validation {
+    # The scheduler waits at most 30 minutes for an HTTP target: the budget plus 60 s fits.
+    condition     = var.reconciler.time_budget_seconds >= 30 && var.reconciler.time_budget_seconds <= 1700
+    error_message = "reconciler.time_budget_seconds must be between 30 and 1700."
+  }
+  validation {
+    condition     = var.reconciler.page_size >= 1 && var.reconciler.page_size <= 1000 && var.reconciler.max_requests >= 1
+    error_message = "reconciler.page_size must be between 1 and 1000, and max_requests at least 1."
+  }
+  validation {
+    condition     = can(regex("^https://", var.reconciler.api_url))
+    error_message = "reconciler.api_url must be an https:// URL."
+  }
+}
+
+variable "supaglue_api_key_version" {
+  description = "Which version of the supaglue-api-key secret the reconciler reads: \"latest\" when an instance starts, or a version number."
+  type        = string
+  default     = "latest"
+
+  validation {
+    condition     = var.supaglue_api_key_version == "latest" || can(regex("^[1-9][0-9]*$", var.supaglue_api_key_version))
+    error_message = "supaglue_api_key_version must be \"latest\" or a version number."
+  }
+}
+
+variable "archive" {
+  description = "The archive of every event on the events topic (a Cloud Storage subscription), kept past Pub/Sub's retention for `ops replay --from-archive`."
+  type = object({
+    retention_days = optional(number, 400)
+    # A new file at least this often (Pub/Sub allows 1 to 10 minutes).
+    max_duration = optional(string, "300s")
+  })
+  default = {}
+
+  validation {
+    condition     = var.archive.retention_days >= 32
+    error_message = "archive.retention_days must be at least 32: the archive is for what Pub/Sub (at most 31 days) no longer keeps."
   }
 }

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ops.cli import pubsub, receive, send, status, watch
+from ops.cli import pubsub, receive, reconcile, send, status, watch
 from ops.cli.args import Handler
 from ops.cli.errors import CliError, one_line
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     pubsub.add_commands(commands)
     status.add_command(commands)
     receive.add_command(commands)
+    reconcile.add_command(commands)
     return parser
 
 

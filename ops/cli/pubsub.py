@@ -19,11 +19,14 @@ from datetime import UTC, datetime, timedelta
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # untyped package
 
 from ops import defaults
+from ops.cli import archive
 from ops.cli import dead_letters as dlq
+from ops.cli.archive import ARCHIVE_PREFIX
 from ops.cli.args import Commands, positive
 from ops.cli.errors import CliError
 from ops.cli.pubsub_target import QUARANTINE, PubSub, resource_id, route_names
 from shared.names import DEFAULT_PREFIX, Names
+from shared.routing import load_table
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -86,12 +89,26 @@ def add_commands(commands: Commands) -> None:
 
     seek = commands.add_parser(
         "replay",
-        help="re-deliver everything since TIME to one handler subscription (Pub/Sub seek)",
+        help="re-deliver everything since TIME to one handler subscription (Pub/Sub seek), "
+        "or, with --from-archive, republish it from the events archive",
     )
     seek.add_argument("--since", required=True, type=parse_since, help="30m, 2h, 1d or ISO 8601")
-    seek.add_argument("--subscription", required=True, help="a route name or a subscription")
+    seek.add_argument("--subscription", help="a route name or a subscription (a seek)")
+    seek.add_argument(
+        "--from-archive",
+        action="store_true",
+        help="republish archived events to <prefix>-events instead of seeking",
+    )
+    seek.add_argument("--until", type=parse_since, help="with --from-archive: published before")
+    seek.add_argument("--route", help="with --from-archive: only the events this route receives")
+    seek.add_argument("--dry-run", action="store_true", help="with --from-archive: only list")
+    seek.add_argument(
+        "--archive",
+        help="with --from-archive: gs://BUCKET/PREFIX or a directory of its files "
+        f"(default gs://<project>-<prefix>-archive/{ARCHIVE_PREFIX})",
+    )
     _common(seek)
-    seek.set_defaults(handler=_run_seek)
+    seek.set_defaults(handler=_run_replay_or_seek)
 
 
 def _target(args: argparse.Namespace) -> PubSub:
@@ -172,6 +189,70 @@ def _run_replay(args: argparse.Namespace) -> int:
         raise CliError(
             f"{len(report.failed)} dead letter(s) could not be republished to {topic} "
             "(listed above) and stay on the subscription"
+        )
+    return 0
+
+
+def _run_replay_or_seek(args: argparse.Namespace) -> int:
+    archive_only = [f for f in ("until", "route", "archive") if getattr(args, f) is not None]
+    if args.dry_run:
+        archive_only.append("dry_run")
+    if args.from_archive == bool(args.subscription):
+        raise CliError("replay needs --subscription (a seek) or --from-archive, not both", code=2)
+    if args.from_archive:
+        return _run_from_archive(args)
+    if archive_only:
+        flags = ", ".join(f"--{f.replace('_', '-')}" for f in archive_only)
+        raise CliError(f"{flags} go with --from-archive only", code=2)
+    return _run_seek(args)
+
+
+def _run_from_archive(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    since: datetime = args.since
+    until: datetime = args.until or now
+    if since >= until:
+        raise CliError(
+            f"--since {since.isoformat()} is not before --until {until.isoformat()}", code=2
+        )
+    routes = load_table().routes
+    if args.route is not None and args.route not in routes:
+        raise CliError(f"--route {args.route} is not a route ({', '.join(sorted(routes))})", code=2)
+    names = Names(args.prefix)
+    source = args.archive or f"gs://{names.archive_bucket(args.project)}/{ARCHIVE_PREFIX}"
+
+    def chosen(message: archive.Archived) -> bool:
+        return args.route is None or routes[args.route].accepts(
+            message.attributes.get("event_type", "")
+        )
+
+    target = _target(args)
+    with target.failures():
+        publisher = target.publisher()
+        topic = target.topic_path(names.events_topic)
+        target.topic(publisher, topic)
+        verb = "Would replay" if args.dry_run else "Replaying"
+        when = f"{since.isoformat(timespec='seconds')} to {until.isoformat(timespec='seconds')}"
+        print(f"{verb} what was published {when} from {source} to {topic}", flush=True)
+        report = archive.replay(
+            publisher,
+            topic,
+            archive.archived(source, since=since, until=until),
+            select=chosen,
+            dry_run=args.dry_run,
+            progress=lambda line: print(line, flush=True),
+        )
+    print(
+        f"{'would replay' if args.dry_run else 'replayed'} {len(report.replayed)}, "
+        f"skipped {report.skipped} (not --route {args.route}), failed {len(report.failed)}"
+        if args.route
+        else f"{'would replay' if args.dry_run else 'replayed'} {len(report.replayed)}, "
+        f"failed {len(report.failed)}"
+    )
+    if report.failed:
+        raise CliError(
+            f"{len(report.failed)} archived message(s) could not be republished to {topic} "
+            "(listed above); run the same command again: the ledger skips what took effect"
         )
     return 0
 

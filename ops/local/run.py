@@ -49,6 +49,7 @@ PUBSUB_PORT_ENV: Final = "LOCAL_PUBSUB_PORT"
 INGEST_PORT_ENV: Final = "LOCAL_INGEST_PORT"
 FIRESTORE_PORT_ENV: Final = "LOCAL_FIRESTORE_PORT"
 TASKS_PORT_ENV: Final = "LOCAL_TASKS_PORT"
+SUPAGLUE_PORT_ENV: Final = "LOCAL_SUPAGLUE_PORT"
 HANDLERS_PORT_ENV: Final = "LOCAL_HANDLERS_BASE_PORT"
 LOG_DIR_ENV: Final = "LOCAL_LOG_DIR"
 # The example hooks: a mapping change starts a real backfill, a sync runs a transform.
@@ -78,6 +79,7 @@ class Ports:
     firestore: int = defaults.FIRESTORE_PORT
     tasks: int = defaults.TASKS_PORT
     handlers_base: int = defaults.HANDLERS_BASE_PORT
+    supaglue: int = defaults.SUPAGLUE_PORT
 
     def services(self, table: RoutingTable | None = None) -> dict[str, int]:
         """Each service at its routing table's local_port, shifted by the base port."""
@@ -96,6 +98,7 @@ class Ports:
                 for name, port in self.services().items()
             ),
             (self.ingest, "ingest function", f"--ingest-port / {INGEST_PORT_ENV}"),
+            (self.supaglue, "fake Supaglue API", f"--supaglue-port / {SUPAGLUE_PORT_ENV}"),
         ]
 
 
@@ -125,6 +128,7 @@ class RunConfig:
             extra_env={k: v for k, v in self.env_file.items() if k != "HOOK_MODULES"},
             watch_events=True,
             routing=with_hook_events(load_table(), hook_modules),
+            supaglue_port=self.ports.supaglue,
         )
 
     def host(self, port: int) -> str:
@@ -237,6 +241,19 @@ def banner(config: RunConfig, environ: Mapping[str, str] = os.environ) -> str:
         watch += ["--emulator-host", pubsub_host]
     if config.project != defaults.LOCAL_PROJECT:
         watch += ["--project", config.project]
+    supaglue_url = f"http://{config.host(ports.supaglue)}"
+    supaglue = [] if supaglue_url == defaults.SUPAGLUE_URL else ["--url", supaglue_url]
+    recovery = []
+    reconciler = load_table().reconciler
+    if reconciler is not None:
+        reconcile = ["reconcile"]
+        if ports.handlers_base != defaults.HANDLERS_BASE_PORT:
+            reconcile += ["--url", spec.service_url(reconciler.name)]
+        recovery = [
+            "A sync run whose webhook never came, recovered by a reconciliation pass:",
+            f"  {_ops_command('supaglue', *supaglue, 'add-run', '--customer', 'acme')}",
+            f"  {_ops_command(*reconcile)}",
+        ]
     # Always explicit: without an emulator host, `status` reads the real project's Firestore.
     status = ["status", "--firestore-host", config.host(ports.firestore)]
     if config.project != defaults.LOCAL_PROJECT:
@@ -250,6 +267,7 @@ def banner(config: RunConfig, environ: Mapping[str, str] = os.environ) -> str:
             f"  Firestore         {config.host(ports.firestore)}",
             f"  Cloud Tasks       {config.host(ports.tasks)}  "
             f"(queue {tasks_queue_path(config.project, NAMES)})",
+            f"  fake Supaglue API {supaglue_url}  (what the reconciler reads)",
             *(f"  {service:<17} {spec.service_url(service)}" for service in spec.service_ports),
             f"  topics            {NAMES.events_topic}, {NAMES.quarantine_topic}, "
             f"{NAMES.dead_letter_topic('<route>')}",
@@ -271,6 +289,7 @@ def banner(config: RunConfig, environ: Mapping[str, str] = os.environ) -> str:
             "(events, quarantine, dead letters; without --once, watch keeps watching):",
             f"  {_ops_command(*status)}",
             f"  {_ops_command(*watch, '--once')}",
+            *recovery,
             "",
             "Streaming the services' logs below. Ctrl-C stops everything, and so does SIGINT or",
             f"SIGTERM to this process (`kill {os.getpid()}`), or SIGTERM to a `make run` around it.",
@@ -391,6 +410,9 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     )
     port_option("--tasks-port", TASKS_PORT_ENV, defaults.TASKS_PORT, "Cloud Tasks emulator port")
     port_option(
+        "--supaglue-port", SUPAGLUE_PORT_ENV, defaults.SUPAGLUE_PORT, "fake Supaglue API port"
+    )
+    port_option(
         "--handlers-base-port",
         HANDLERS_PORT_ENV,
         defaults.HANDLERS_BASE_PORT,
@@ -417,6 +439,7 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         firestore=args.firestore_port,
         tasks=args.tasks_port,
         handlers_base=args.handlers_base_port,
+        supaglue=args.supaglue_port,
     )
     every = [port for port, _, _ in ports.every_port()]
     if len(set(every)) != len(every):

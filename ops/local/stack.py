@@ -23,6 +23,7 @@ from handlers.hooks import hooks, load_hook_modules
 from ops.defaults import LOOPBACK
 from ops.local import topology
 from ops.local.emulators import Emulator, start_firestore, start_pubsub, start_tasks
+from ops.local.fake_supaglue import DEV_API_KEY, FakeSupaglue
 from ops.local.processes import Lines, Process, free_port, spawn, wait_http, wait_tcp
 from ops.signing import DEV_SECRET
 from shared.names import Names
@@ -111,6 +112,10 @@ class StackSpec:
     # A pull subscription on the events topic too, for `ops watch`.
     watch_events: bool = False
     routing: RoutingTable = field(default_factory=load_table)
+    # The fake Supaglue management API the reconciler reads; 0 picks a free port.
+    supaglue_port: int = 0
+    # The reconciler's own settings beside the shared ones (RECONCILE_*).
+    reconciler_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def on_free_ports(
@@ -180,6 +185,17 @@ def handler_env(spec: StackSpec, emulators: Emulators) -> dict[str, str]:
         # The claim on an event lasts as long as an attempt can, as Terraform sets it.
         "LEDGER_LEASE_SECONDS": str(spec.delivery.ack_deadline_seconds),
         **spec.extra_env,
+    }
+
+
+def reconciler_env(spec: StackSpec, supaglue_url: str) -> dict[str, str]:
+    """What the reconciler adds to handler_env: the fake API, and no settle time, so that a
+    run added to the fake is recovered by the next pass."""
+    return {
+        "SUPAGLUE_API_URL": supaglue_url,
+        "SUPAGLUE_API_KEY": DEV_API_KEY,
+        "RECONCILE_SETTLE_SECONDS": "0",
+        **spec.reconciler_env,
     }
 
 
@@ -255,6 +271,7 @@ class Stack:
         self.ingest_env = ingest_env(spec, emulators)
         self.services: dict[str, Process] = {}
         self.ingest: Process | None = None
+        self.supaglue = FakeSupaglue(spec.supaglue_port)
         self._console = console
 
     @property
@@ -267,8 +284,10 @@ class Stack:
         shield: Shield = contextlib.nullcontext,
         say: Callable[[str], None] = lambda _text: None,
     ) -> None:
-        """Services first, then the topology that pushes to them, then the function."""
+        """The fake API, the services, then the topology that pushes to them, then the function."""
         spec = self.spec
+        say(f"Starting the fake Supaglue management API on {self.supaglue.url} ...")
+        self.supaglue.start()
         for service in spec.routing.services:
             say(f"Starting {service} on {spec.service_url(service)} ...")
             with shield():
@@ -296,10 +315,16 @@ class Stack:
             wait_ingest(self.ingest, spec.ingest_port)
 
     def _start_service(self, service: str, *, append: bool = False, **extra_env: str) -> Process:
+        reconciler = self.spec.routing.reconciler
+        own = (
+            reconciler_env(self.spec, self.supaglue.url)
+            if reconciler and reconciler.name == service
+            else {}
+        )
         return spawn(
             service,
             handler_argv(self.spec.service_ports[service]),
-            env={**self.handler_env, **extra_env, "SERVICE": service},
+            env={**self.handler_env, **own, **extra_env, "SERVICE": service},
             log_path=self.spec.log_dir / f"{service}.log",
             console=self._console,
             append=append,
@@ -318,9 +343,10 @@ class Stack:
         return [*self.services.values(), *([self.ingest] if self.ingest else [])]
 
     def stop(self) -> None:
-        """The function first, then the services; safe to repeat."""
+        """The function first, then the services, then the fake API; safe to repeat."""
         for process in reversed(self.processes()):
             process.stop()
+        self.supaglue.stop()
 
 
 @contextlib.contextmanager

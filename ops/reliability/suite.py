@@ -1,6 +1,7 @@
 """Reliability suite: load, faults and bad input on the emulators, with nothing lost or doubled.
 
-    python -m ops.reliability [--events 10000] [--senders 64] [--phase load|faults|all]
+    python -m ops.reliability [--events 10000] [--senders 64] [--dropped-events 1000]
+                              [--phase load|faults|dropped|all]
 
 load    N signed webhooks of mixed types from concurrent senders; 10% are
         delivered twice and 2% three times, as Svix retries do. Checks: zero
@@ -11,6 +12,12 @@ faults  (1) the Pub/Sub emulator is frozen in the middle of a burst: ingest
         once. (2) a handler service is killed mid-burst and restarted: zero
         lost, zero doubled. (3) the backfill worker is killed mid-backfill: it
         completes, and no committed chunk runs again.
+dropped "webhooks dropped before ingest": N sync runs in the fake Supaglue API, 10% of their
+        webhooks never sent (as when Svix gave up). Two reconciliation passes at once, then
+        passes until one covers everything: every run's effect exactly once, the dropped
+        ones recovered (one events_reconciled line each), and their webhooks, delivered
+        late afterwards, change nothing. It runs first, on a registry no other phase
+        filled, so a pass compares only its own runs.
 Bad input is property-based fuzzing with hypothesis (tests/unit/test_fuzz_ingest.py,
 tests/integration/test_fuzz_push.py); `make reliability` runs it too.
 
@@ -43,13 +50,16 @@ from google.cloud import firestore
 from google.protobuf import timestamp_pb2
 
 from handlers.backfill_store import backfill_id
+from handlers.idempotency import event_key
 from handlers.ledger import Ledger
+from handlers.reconcile.passes import RECOVERED
+from handlers.reconcile.synthetic import run_webhook_id
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE, doc_id
 from ops import pubsub_admin, synthetic_backfill
 from ops.local.stack import Stack, pipeline
 from ops.local.topology import Delivery
 from ops.signing import signed_headers
-from shared.events import normalise_customer_id
+from shared.events import normalise_customer_id, parse_event
 from shared.routing import routes_for
 from shared.samples import SAMPLES_DIR, sample
 
@@ -109,6 +119,8 @@ def make_events(count: int, rng: random.Random) -> list[Event]:
             payload["customer_id"] = f"app:{customer}"
         if event_type == "object.field_mapping.updated":
             payload["object_name"] = "contact"
+        if "run_id" in payload:
+            payload["run_id"] = f"run-{uuid.uuid4().hex}"
         roll = rng.random()
         deliveries = 3 if roll < 0.02 else 2 if roll < 0.12 else 1
         events.append(Event(f"msg_{uuid.uuid4().hex}", event_type, payload, deliveries))
@@ -169,7 +181,11 @@ class Checker:
 
     def ledger_states(self, events: list[Event]) -> dict[tuple[str, str], str | None]:
         ledger = Ledger(self.db, lease_seconds=1, retention=timedelta(days=1))
-        pairs = [(route.name, e.webhook_id) for e in events for route in routes_for(e.event_type)]
+        pairs = [
+            (route.name, event_key(parse_event(e.payload), e.webhook_id))
+            for e in events
+            for route in routes_for(e.event_type)
+        ]
         refs = [ledger.ref(name, webhook_id) for name, webhook_id in pairs]
         found = {
             snapshot.id: (snapshot.to_dict() or {}).get("state")
@@ -188,7 +204,7 @@ class Checker:
         while True:
             states = self.ledger_states(pending)
             unfinished = {pair for pair, state in states.items() if state != "done"}
-            open_ = {webhook_id for _, webhook_id in unfinished}
+            open_ = {key for _, key in unfinished}
             if not open_:
                 return time.time()
             if time.monotonic() > deadline:
@@ -200,7 +216,9 @@ class Checker:
                 since = min(stored, default=time.time()) - 5
                 self.redeliver({route for route, _ in unfinished}, since)
                 progress_at = time.monotonic()
-            pending = [e for e in pending if e.webhook_id in open_]
+            pending = [
+                e for e in pending if event_key(parse_event(e.payload), e.webhook_id) in open_
+            ]
             time.sleep(1.0)
 
     def redeliver(self, routes: set[str], since: float) -> None:
@@ -472,13 +490,115 @@ def fault_worker_killed(stack: Stack) -> None:
         raise Violation(f"a committed chunk ran again: {counts}")
 
 
+def webhooks_dropped(
+    stack: Stack, count: int, senders: int, rng: random.Random, drain: float
+) -> None:
+    """Sync runs whose webhooks were never sent are recovered by reconciliation, once each."""
+    events = [e for e in make_events(count * 4, rng) if e.event_type == "sync.complete"][:count]
+    for event in events:
+        payload = event.payload
+        stack.supaglue.add_run(
+            id=payload["run_id"],
+            customer_id=payload["customer_id"],
+            provider_name=payload["provider_name"],
+            connection_id=payload["connection_id"],
+            object=payload["object"],
+            status="SUCCESS" if payload["result"] == "SUCCESS" else "FAILURE",
+            num_records_synced=payload.get("num_records_synced") or 0,
+        )
+    dropped = rng.sample(events, len(events) // 10)
+    kept = [e for e in events if e not in dropped]
+    sender = Sender(stack.spec.ingest_url, senders)
+    started = time.monotonic()
+    sender.deliver_all(kept, rng)
+    checker = Checker(stack)
+    checker.wait_until_handled(kept, timeout=drain)
+    url = stack.spec.service_url(stack.spec.routing.reconciler.name) + "/reconcile"  # type: ignore[union-attr]
+
+    def one_pass(_: object = None) -> dict[str, Any]:
+        answer: dict[str, Any] = requests.post(url, timeout=600).json()
+        return answer
+
+    # Two passes at once (a scheduler retry beside the next call): the lease lets one run.
+    with ThreadPoolExecutor(2) as pool:
+        passes = list(pool.map(one_pass, range(2)))
+    while passes[-1]["outcome"] != "reconcile_pass" or passes[-1]["stopped_by"] is not None:
+        if len(passes) > 20:
+            raise Violation(f"reconciliation never completed: {passes[-1]}")
+        passes.append(one_pass())
+    # Recovered: their effects, keyed on the run, are done in every ledger.
+    checker.wait_until_handled(events, timeout=drain)
+    lines = Counter(
+        line.get("webhook_id")
+        for line in checker.log_lines("reconciler")
+        if line.get("event") == RECOVERED
+    )
+    expected = {run_webhook_id(e.payload["run_id"]) for e in dropped}
+    if set(lines) != expected or any(n != 1 for n in lines.values()):
+        raise Violation(
+            f"recovered {len(lines)} events for {len(expected)} dropped webhooks "
+            f"({sum(n > 1 for n in lines.values())} more than once)"
+        )
+    # The dropped webhooks arrive late, after their runs were recovered: nothing changes.
+    late = Sender(stack.spec.ingest_url, senders)
+    late.deliver_all(dropped, rng)
+    deadline = time.monotonic() + drain
+    late_ids = {e.webhook_id for e in dropped}
+    while True:
+        ignored = Counter(
+            line.get("webhook_id")
+            for service in ("alerts", "transforms")
+            for line in checker.log_lines(service)
+            if line.get("event") == "duplicate_ignored" and line.get("webhook_id") in late_ids
+        )
+        if all(ignored[w] >= 2 for w in late_ids):
+            break
+        if time.monotonic() > deadline:
+            raise Violation(f"{sum(ignored[w] < 2 for w in late_ids)} late webhooks not seen")
+        time.sleep(1.0)
+    # Effects exactly once; a recovered run's alert carries its reconciled id.
+    as_recovered = [
+        Event(run_webhook_id(e.payload["run_id"]), e.event_type, e.payload, 1)
+        if e in dropped
+        else e
+        for e in events
+    ]
+    checker.effects(as_recovered)
+    doubled = [
+        line
+        for line in checker.log_lines("alerts")
+        if line.get("webhook_id") in late_ids and line.get("event") == "sync_failed"
+    ]
+    if doubled:
+        raise Violation(f"{len(doubled)} late webhooks alerted again")
+    statuses = Counter(s for e in events for s in e.statuses)
+    recovered = sum(p.get("events_reconciled", 0) for p in passes)
+    print(
+        f"\n[webhooks dropped before ingest] {len(events)} sync runs, {len(dropped)} webhooks "
+        f"never sent, {len(kept)} delivered ({dict(sorted(statuses.items()))})"
+    )
+    print(
+        f"  reconciliation         {len(passes)} passes "
+        f"({', '.join(p['outcome'] for p in passes)}), {recovered} events recovered, "
+        f"{sum(p.get('requests', 0) for p in passes)} API requests"
+    )
+    print(
+        f"  every effect once      {len(events)} sync states with one run each; "
+        f"{len(dropped)} late webhooks ignored as duplicates; "
+        f"{time.monotonic() - started:.1f} s in all"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--fault-events", type=int, default=1_000)
     parser.add_argument("--senders", type=int, default=64)
+    parser.add_argument("--dropped-events", type=int, default=1_000)
     parser.add_argument(
-        "--phase", choices=["load", "pubsub", "handler", "worker", "faults", "all"], default="all"
+        "--phase",
+        choices=["load", "pubsub", "handler", "worker", "faults", "dropped", "all"],
+        default="all",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -509,8 +629,13 @@ def main(argv: list[str] | None = None) -> int:
             delivery=Delivery(
                 max_delivery_attempts=20, minimum_backoff_seconds=1, maximum_backoff_seconds=5
             ),
+            # Passes read every page and every customer in one go.
+            reconciler_env={"RECONCILE_MAX_REQUESTS": "100000", "RECONCILE_RETRIES": "6"},
         ) as stack:
             faults = args.phase in ("faults", "all")
+            # First: its passes must see a registry that only its own runs filled.
+            if args.phase in ("dropped", "all"):
+                webhooks_dropped(stack, args.dropped_events, args.senders, rng, args.drain_timeout)
             if args.phase in ("load", "all"):
                 run_load(stack, args.events, args.senders, rng, drain=args.drain_timeout)
             if faults or args.phase == "pubsub":

@@ -41,7 +41,12 @@ class Harness:
     customer: str = field(default_factory=lambda: f"cust-{uuid.uuid4().hex[:8]}")
 
     def payload(self, event_type: str, **changes: Any) -> dict[str, Any]:
-        return {**sample(event_type), "customer_id": self.customer, **changes}
+        """A sample for this harness's customer; a sync run of its own (the ledger keys a
+        sync.complete on its run)."""
+        payload = {**sample(event_type), "customer_id": self.customer, **changes}
+        if "run_id" in payload and "run_id" not in changes:
+            payload["run_id"] = f"run-{uuid.uuid4().hex}"
+        return payload
 
     def push(
         self,

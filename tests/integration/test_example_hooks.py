@@ -98,7 +98,8 @@ def test_contacts_example_transforms_incrementally_and_cleans_up(
     ).update({"email": "kept@example.com"})
     seed("c2", "2026-11-02T09:00:00Z", email="two-new@example.com")
     seed("c3", "2026-11-02T10:00:00Z", deleted=True)
-    assert push(transforms, "sync-state", synced) == 204
+    # The next sync run (the ledger keys a sync.complete on its run).
+    assert push(transforms, "sync-state", {**synced, "run_id": "run-2"}) == 204
     after = crm()
     assert set(after) == {"c1", "c2"}
     assert after["c1"]["email"] == "kept@example.com"

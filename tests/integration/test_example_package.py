@@ -77,8 +77,12 @@ def stack(
 
 
 def send_twice(stack: Stack, event_type: str, **changes: Any) -> str:
-    """Deliver a signed webhook twice with one svix-id; its id."""
-    body = json.dumps({**sample(event_type), **changes}).encode()
+    """Deliver a signed webhook twice with one svix-id; its id. A sync run of its own (the
+    ledger keys a sync.complete on its run)."""
+    payload = {**sample(event_type), **changes}
+    if "run_id" in payload and "run_id" not in changes:
+        payload["run_id"] = f"run-{uuid.uuid4().hex}"
+    body = json.dumps(payload).encode()
     webhook_id = f"msg_{uuid.uuid4().hex}"
     for _ in range(2):
         headers = signed_headers(body, webhook_id=webhook_id)

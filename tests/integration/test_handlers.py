@@ -18,6 +18,7 @@ import pytest
 
 from handlers.auth import OidcVerifier
 from handlers.hooks import PermanentError, RetryableError, TransformRun
+from handlers.idempotency import event_key
 from handlers.store import CONNECTIONS, SYNC_STATE
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
@@ -327,13 +328,13 @@ def test_a_crashed_attempt_is_taken_over_after_its_lease(
     harness: Callable[[str], Harness],
 ) -> None:
     h = harness("transforms")
-    h.runtime.ledger.claim("sync-state", "msg_crashed", now=datetime.now(UTC) - timedelta(hours=1))
-    assert (
-        h.push("sync-state", h.payload("sync.complete"), webhook_id="msg_crashed").status_code
-        == 204
-    )
+    payload = h.payload("sync.complete")
+    # The ledger keys a sync run on the run (handlers/idempotency.py).
+    key = event_key(parse_event(payload), "msg_crashed")
+    h.runtime.ledger.claim("sync-state", key, now=datetime.now(UTC) - timedelta(hours=1))
+    assert h.push("sync-state", payload, webhook_id="msg_crashed").status_code == 204
     assert h.doc(SYNC_STATE, h.customer, "hubspot", "contact")["total_runs"] == 1
-    assert h.runtime.ledger.state("sync-state", "msg_crashed")["attempts"] == 2  # type: ignore[index]
+    assert h.runtime.ledger.state("sync-state", key)["attempts"] == 2  # type: ignore[index]
 
 
 # --- authentication --------------------------------------------------------

@@ -220,6 +220,7 @@ def local_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Loc
         "--ingest-port": free_port(),
         "--firestore-port": free_port(),
         "--tasks-port": free_port(),
+        "--supaglue-port": free_port(),
         "--handlers-base-port": base,
     }
     assert len(set(ports.values())) == len(ports)

@@ -12,16 +12,24 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from handlers.hooks import BackfillChunk, ChunkResult, PermanentError
+from handlers.main import create_service_app
+from ops import pubsub_admin
+from ops.local.emulators import Emulator
+from ops.local.fake_supaglue import DEV_API_KEY, FakeSupaglue
 from ops.signing import signed_headers
 from shared.log import LABELS_KEY
+from shared.names import Names
 from shared.samples import sample_bytes
+from shared.settings import ReconcilerSettings
 from tests.conftest import configured_ingest_client
+from tests.integration.conftest import PROJECT
 from tests.integration.harness import Harness
 from tests.integration.test_worker import WorkerHarness, worker  # noqa: F401  (fixture)
 from tests.terraform.module import literal, load
@@ -88,10 +96,11 @@ def sync_failed(harness: Callable[[str], Harness], **_: Any) -> None:
 
 def sync_failed_repeatedly(harness: Callable[[str], Harness], **_: Any) -> None:
     h = harness("alerts")
-    payload = h.payload("sync.complete", result="ERROR")
     threshold = h.runtime.settings.repeated_failure_threshold
     # Not counted: the failures before the threshold's; counted: the one that reaches it.
     for offset in range(threshold):
+        # Each its own run (a payload's run id keys its effect).
+        payload = h.payload("sync.complete", result="ERROR")
         h.push("alerts", payload, sent_at=1_800_000_000 + offset)
 
 
@@ -124,6 +133,30 @@ def backfill_failed(worker: Callable[..., WorkerHarness], **_: Any) -> None:  # 
     assert worker(hook).run(0) == 204
 
 
+def events_reconciled(pubsub_emulator: Emulator, firestore_emulator: Emulator, **_: Any) -> None:
+    """A pass that recovers one run (and finds one recorded): one line for the recovery."""
+    fake = FakeSupaglue().start()
+    try:
+        names = Names(f"r{uuid.uuid4().hex[:8]}")
+        publisher = pubsub_admin.publisher_client(pubsub_emulator.host_port)
+        pubsub_admin.ensure_topic(publisher, PROJECT, names.events_topic)
+        fake.add_run(customer_id=f"cust-{uuid.uuid4().hex[:8]}")
+        settings = ReconcilerSettings(
+            google_cloud_project=PROJECT,
+            service="reconciler",
+            topic_prefix=names.prefix,
+            push_auth_disabled=True,
+            firestore_database=f"metrics-{uuid.uuid4().hex[:8]}",
+            supaglue_api_url=fake.url,
+            supaglue_api_key=DEV_API_KEY,
+            reconcile_settle_seconds=0,
+        )
+        client = create_service_app(settings).test_client()
+        assert client.post("/reconcile").status_code == 200
+    finally:
+        fake.stop()
+
+
 PATHS: dict[str, Callable[..., None]] = {
     "sync_failed": sync_failed,
     "sync_failed_repeatedly": sync_failed_repeatedly,
@@ -131,6 +164,7 @@ PATHS: dict[str, Callable[..., None]] = {
     "signature_rejected": signature_rejected,
     "publish_failed": publish_failed,
     "backfill_failed": backfill_failed,
+    "events_reconciled": events_reconciled,
 }
 
 
@@ -143,11 +177,21 @@ def test_the_metric_counts_exactly_the_line_its_code_path_writes(
     metric: str,
     harness: Callable[[str], Harness],
     worker: Callable[..., WorkerHarness],  # noqa: F811
+    pubsub_emulator: Emulator,
+    firestore_emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     log_filter = metric_filters()[metric]
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host_port)
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host_port)
     capsys.readouterr()
-    PATHS[metric](harness=harness, worker=worker)
+    PATHS[metric](
+        harness=harness,
+        worker=worker,
+        pubsub_emulator=pubsub_emulator,
+        firestore_emulator=firestore_emulator,
+    )
     written = lines(capsys)
     assert written, "the code path wrote no JSON line"
     counted = [line for line in written if matches(log_filter, line)]

@@ -26,6 +26,7 @@ from handlers.hooks import (
     PermanentError,
     RawEvent,
     RetryableError,
+    SettingsInvalid,
 )
 from handlers.main import routing_table
 from shared.events import SyncPaused
@@ -315,6 +316,22 @@ def test_hook_settings_are_validated_once_and_read_typed() -> None:
         patch.setenv("SLACK_TEST_WEBHOOK_URL", "https://hooks.example/xyz")
         registry.load_settings()
     assert registry.get(Slack).webhook_url.get_secret_value() == "https://hooks.example/xyz"
+
+
+def test_only_the_services_own_hook_modules_have_their_settings_validated() -> None:
+    """A process may have imported other hook modules (a test's stack does): their settings
+    are not this service's to require."""
+    registry = HookRegistry()
+
+    @registry.settings
+    class Elsewhere(HookSettings):
+        model_config = SettingsConfigDict(env_prefix="ELSEWHERE_TEST_")
+        token: SecretStr
+
+    registry.load_settings(["hooks.contacts"])
+    for modules in ([__name__], [__name__.rpartition(".")[0]]):
+        with pytest.raises(SettingsInvalid, match="ELSEWHERE_TEST_TOKEN"):
+            registry.load_settings(modules)
 
 
 def test_the_hooks_service_refuses_to_start_when_the_deployment_would_not_deliver_a_hook_event(

@@ -16,14 +16,19 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from handlers import backfill_store, ledger, store, tasks_queue
+from handlers.reconcile.app import RECONCILE_PATH
+from handlers.services import is_reconciler
+from ops.cli.archive import ARCHIVE_PREFIX, ARCHIVE_SUFFIX
 from shared.names import Names
 from shared.routing import MAX_FILTER_BYTES, PUSH_PATH, load_routes, load_table
-from shared.settings import HandlerSettings, IngestSettings
+from shared.settings import HandlerSettings, IngestSettings, ReconcilerSettings
 from tests.terraform.module import PREFIX, block, computed, expr, literal, load
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # Read by the servers that run the code (functions-framework's and our gunicorn), not by it.
 SERVER_VARIABLES = {"THREADS"}
+# What handler_environment puts for a variable whose value comes from Secret Manager.
+SECRET = "<from Secret Manager>"
 
 # A deployment that uses every hook feature: events for the hooks route, plain settings, and
 # secrets (two variables naming one secret: one grant per service and secret, not per name).
@@ -144,6 +149,13 @@ def test_every_name_terraform_gives_is_the_one_shared_names_derives() -> None:
     assert computed("local.ingest_function") == names.ingest_function
     assert computed("local.tasks_queue") == names.tasks_queue
     assert computed("local.webhook_secret") == names.webhook_secret
+    assert computed("local.supaglue_api_key_secret") == names.supaglue_api_key_secret
+    assert computed("local.scheduler_account") == names.scheduler_account
+    assert computed("local.reconcile_job") == names.reconcile_job
+    assert computed("local.archive_subscription") == names.archive_subscription
+    assert computed("local.archive_bucket", {"project_id": "my-project"}) == (
+        names.archive_bucket("my-project")
+    )
     table = load_table()
     assert computed("local.run_service_names") == {s: names.service(s) for s in table.services}
     for route in (r.name for r in table.active_routes()):
@@ -231,6 +243,19 @@ def handler_environment(service: str, variables: Mapping[str, str] | None = None
         elif source == "contains(local.backfill_services, each.key) ? local.backfill_env : {}":
             if service in backfill_services:
                 env.update(module.locals["backfill_env"])
+        elif source == "contains(local.reconciler_services, each.key) ? local.reconciler_env : {}":
+            # reconciler.tf's, beside resources: its expressions as written.
+            if service in computed("local.reconciler_services"):
+                env.update(module.locals["reconciler_env"])
+        elif source == (
+            "contains(local.reconciler_services, each.key) ? local.reconciler_secret_env : {}"
+        ):
+            # The secret's id is the secret resource's: known once applied, so named here.
+            ref = block(block(content, "value_source"), "secret_key_ref")
+            assert expr(ref["secret"]) == "env.value"
+            if service in computed("local.reconciler_services"):
+                secrets = module.locals["reconciler_secret_env"]
+                env.update({name: {**ref, "secret": SECRET} for name in secrets})
         elif "value_source" in content:
             # Secret Manager: the value is read by Cloud Run when an instance starts.
             assert "value" not in content
@@ -268,16 +293,17 @@ def test_every_handler_setting_the_code_needs_is_set_and_nothing_unknown(
     service: str, variables: dict[str, str]
 ) -> None:
     env = handler_environment(service, variables)
+    settings = ReconcilerSettings if is_reconciler(service) else HandlerSettings
     # Required, plus the push identity: without it the service refuses to start (auth on).
-    assert (
-        required_fields(HandlerSettings) | {"PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT"} <= env.keys()
-    )
+    assert required_fields(settings) | {"PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT"} <= env.keys()
     # The hooks' own settings and secrets are the only names the settings classes do not read.
-    hook_names = set(computed("var.hook_settings", variables)) | set(
-        computed("var.hook_secrets", variables)
-    )
-    assert env.keys() <= known_fields(HandlerSettings) | hook_names
+    hook_secrets = set(computed("var.hook_secrets", variables))
+    hook_names = set(computed("var.hook_settings", variables)) | hook_secrets
+    assert env.keys() <= known_fields(settings) | hook_names
     assert hook_names <= env.keys()
+    # Supaglue's API key comes from Secret Manager, to the reconciler only.
+    secrets = {name for name, value in env.items() if isinstance(value, dict)} - hook_secrets
+    assert secrets == ({"SUPAGLUE_API_KEY"} if is_reconciler(service) else set())
     assert "PUSH_AUTH_DISABLED" not in env
     assert expr(env["SERVICE"]) == "each.key"
     # The audience each service expects is the one its callers put in the token.
@@ -368,6 +394,74 @@ def test_every_ingest_setting_the_code_needs_is_set_and_nothing_unknown() -> Non
     assert literal(build["entry_point"]) == "ingest"
     # The runtime's default source, main.py at the archive's root (test_source_archive.py).
     assert "GOOGLE_FUNCTION_SOURCE" not in build.get("environment_variables", {})
+
+
+# --- the reconciler and the archive ---------------------------------------------------------
+
+
+def test_cloud_scheduler_calls_the_reconciler_with_its_own_identity() -> None:
+    module = load()
+    [reconciler] = computed("local.reconciler_services")
+    assert reconciler == load_table().reconciler.name  # type: ignore[union-attr]
+    job = module.resource("google_cloud_scheduler_job", "reconcile")
+    assert expr(job["for_each"]) == "local.reconciler_services"
+    target = block(job, "http_target")
+    assert literal(target["http_method"]) == "POST"
+    assert literal(target["uri"]) == "${local.run_urls[each.key]}" + RECONCILE_PATH
+    oidc = block(target, "oidc_token")
+    assert expr(oidc["service_account_email"]) == "google_service_account.scheduler.email"
+    assert expr(oidc["audience"]) == "local.run_urls[each.key]"
+    # The reconciler accepts that identity's token for its own URL, and only that one invokes it.
+    env = handler_environment(reconciler)
+    assert "google_service_account.scheduler.email" in expr(env["PUSH_SERVICE_ACCOUNT"])
+    invoker = module.resource("google_cloud_run_v2_service_iam_member", "invoker")
+    assert "contains(local.reconciler_services, each.key) ? google_service_account.scheduler" in (
+        expr(invoker["member"])
+    )
+    # The scheduler waits for a whole pass, and the service's request outlasts the budget.
+    assert literal(job["attempt_deadline"]) == "${local.reconciler_timeout_seconds}s"
+    budget = 240
+    assert computed("local.reconciler_timeout_seconds") > budget
+    assert computed("local.reconciler_timeout_seconds") <= 1800  # the scheduler's limit
+    assert (
+        "local.reconciler_timeout_seconds"
+        in block(module.resource("google_cloud_run_v2_service", "handler"), "template")["timeout"]
+    )
+    assert ReconcilerSettings.model_fields["reconcile_time_budget_seconds"].default == budget
+
+
+def test_the_reconcilers_defaults_are_the_codes() -> None:
+    """Every 15 minutes, and Terraform's budgets are those the settings default to."""
+    assert computed("var.reconciler.schedule") == "*/15 * * * *"
+    fields = ReconcilerSettings.model_fields
+    for variable, field in (
+        ("overlap_seconds", "reconcile_overlap_seconds"),
+        ("settle_seconds", "reconcile_settle_seconds"),
+        ("page_size", "reconcile_page_size"),
+        ("max_requests", "reconcile_max_requests"),
+        ("time_budget_seconds", "reconcile_time_budget_seconds"),
+    ):
+        assert computed(f"var.reconciler.{variable}") == fields[field].default, variable
+    assert computed("var.reconciler.api_url") == str(fields["supaglue_api_url"].default).rstrip("/")
+
+
+def test_every_event_is_archived_with_its_attributes_for_400_days() -> None:
+    module = load()
+    subscription = module.resource("google_pubsub_subscription", "archive")
+    assert expr(subscription["topic"]) == "google_pubsub_topic.events.id"
+    assert expr(subscription["name"]) == "local.archive_subscription"
+    storage = block(subscription, "cloud_storage_config")
+    assert expr(storage["bucket"]) == "google_storage_bucket.archive.name"
+    assert block(storage, "avro_config")["write_metadata"] is True
+    assert literal(storage["filename_prefix"]) == ARCHIVE_PREFIX
+    assert literal(storage["filename_suffix"]) == ARCHIVE_SUFFIX
+    bucket = module.resource("google_storage_bucket", "archive")
+    assert bucket["uniform_bucket_level_access"] is True
+    assert literal(bucket["public_access_prevention"]) == "enforced"
+    [rule] = bucket["lifecycle_rule"]
+    assert expr(block(rule, "condition")["age"]) == "var.archive.retention_days"
+    assert literal(block(rule, "action")["type"]) == "Delete"
+    assert computed("var.archive.retention_days") == 400
 
 
 # --- Firestore ------------------------------------------------------------------------------
@@ -470,7 +564,10 @@ def test_each_account_holds_only_the_roles_the_readme_lists() -> None:
     # route that has no subscription (the hooks service keeps its Firestore grant).
     services = set(load_table().services)
     hooks_services = {r.service for r in load_table().routes.values() if r.from_hook_events}
-    assert readme - grants_in_terraform() == {(s, SECRET_ACCESSOR) for s in services} | {
+    # The reconciler reads its API key's secret either way.
+    reconciler = load_table().reconciler
+    hook_secret_readers = services - {reconciler.name} if reconciler else services
+    assert readme - grants_in_terraform() == {(s, SECRET_ACCESSOR) for s in hook_secret_readers} | {
         (s, "roles/pubsub.publisher") for s in hooks_services
     }
 
@@ -482,6 +579,9 @@ def hook_secret_grants(variables: Mapping[str, str] | None = None) -> set[tuple[
     for (kind, name), body in module.resources.items():
         if kind.endswith("_iam_member") and literal(body["role"]) == SECRET_ACCESSOR:
             if "google_service_account.handler" not in body["member"]:
+                continue
+            if expr(body["secret_id"]) == "google_secret_manager_secret.supaglue_api_key.secret_id":
+                # The reconciler's API key (test_cloud_scheduler_calls_the_reconciler...).
                 continue
             assert kind == "google_secret_manager_secret_iam_member", name
             assert expr(body["member"]) == (

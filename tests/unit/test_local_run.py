@@ -96,6 +96,7 @@ def test_default_ports_are_fixed_and_distinct() -> None:
         "pubsub": ports.pubsub,
         "firestore": ports.firestore,
         "tasks": ports.tasks,
+        "supaglue": ports.supaglue,
         **ports.services(),
     } == {
         "ingest": 8080,
@@ -108,6 +109,8 @@ def test_default_ports_are_fixed_and_distinct() -> None:
         "backfills": 8094,
         "backfill-worker": 8095,
         "hooks": 8096,
+        "reconciler": 8098,
+        "supaglue": 8099,
     }
 
 

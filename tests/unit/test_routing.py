@@ -26,7 +26,7 @@ def test_every_route_pattern_matches_a_known_type() -> None:
     ("event_type", "expected"),
     [
         ("sync.complete", {"alerts", "sync-state"}),
-        ("sync.paused", {"alerts"}),
+        ("sync.paused", {"alerts", "sync-state"}),
         ("connection.created", {"alerts", "connections", "backfill-scheduler"}),
         ("connection.deleted", {"connections", "backfill-scheduler"}),
         ("entity.entity_mapping.deleted", {"backfill-scheduler"}),
