@@ -6,13 +6,16 @@ into a structured log entry: `severity` sets the level, `message` the text,
 the request's trace, and `logging.googleapis.com/labels` become entry labels.
 A stable `event` field is what the log-based metrics filter on.
 
-Writing a line is a system call, and under a multi-threaded server each one
-lets another thread take the interpreter lock and costs a thread switch to get
-it back: measured by `make bench-ingest`, a write per request cost the ingest
-function about a tenth of its CPU. A logger made with `write_behind_seconds`
-therefore collects its lines for stdout and a background thread writes them
-together, once per interval, whole lines only and in order; ERROR and above,
-and anything still pending at interpreter exit, are written at once.
+Writing a line is a system call, and one that blocks when the reader of
+stdout falls behind. A logger made with `write_behind_seconds` (the ingest
+function's, which serves every request from one event loop) therefore never
+writes on the caller's thread: it collects its lines for stdout and a
+background thread writes them together, once per interval, whole lines only
+and in order. An ERROR or CRITICAL line wakes the writer at once, which then
+writes it and everything before it without waiting out the interval; lines
+still pending when the interpreter exits (a normal shutdown) are written then.
+Without `write_behind_seconds` (the threaded handlers) every line is written
+before log() returns. Either way the logger is safe to share between threads.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Final, Literal, TextIO
 
 Severity = Literal["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL"]
@@ -117,16 +122,15 @@ class JsonLogger:
         if trace is not None:
             record.update(trace.log_fields(self._project_id))
         record.update({k: v for k, v in fields.items() if v is not None})
-        line = json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=False) + "\n"
+        line = _encode(record) + "\n"
         stream = self._stream or sys.stdout
         if self._write_behind > 0:
             fd = _fileno(stream)
             if fd is not None:
                 writer = _writer(fd, self._write_behind)
-                if severity in _AT_ONCE:
-                    writer.write_now(line)
-                else:
-                    writer.add(line)
+                writer.add(line, urgent=severity in _AT_ONCE)
+                if _shutting_down:
+                    writer.flush()
                 return
         with self._lock:
             stream.write(line)
@@ -134,6 +138,8 @@ class JsonLogger:
 
 
 _AT_ONCE: Final = frozenset({"ERROR", "CRITICAL"})
+# One encoder for every line, instead of one built per json.dumps call with these options.
+_encode: Final = json.JSONEncoder(default=str, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _fileno(stream: TextIO) -> int | None:
@@ -148,8 +154,9 @@ class _WriteBehind:
 
     Adding a line takes an uncontended lock and, for the first line of an
     interval, wakes the writer; it never makes a system call. The writer waits
-    the interval, then writes everything collected with as few os.write calls as
-    the kernel allows. `_write_lock` keeps the order when flush() runs meanwhile.
+    the interval (cut short by an urgent line), then writes everything collected
+    with as few os.write calls as the kernel allows. `_write_lock` keeps the
+    order when flush() runs meanwhile (at exit).
     """
 
     def __init__(self, fd: int, interval: float) -> None:
@@ -162,11 +169,15 @@ class _WriteBehind:
         self._lock = threading.Lock()
         self._lines: list[str] = []
         # Held while the writer has nothing to do; released once to wake it. `_woken` (under
-        # `_lock`) says it was released and not yet taken back, so it is never released twice:
-        # an ERROR line can empty the pending lines between a wake and the writer waking up.
+        # `_lock`) says it was released and not yet taken back, so it is never released twice.
         self._wake = threading.Lock()
         self._wake.acquire()
         self._woken = False
+        # Held while nothing is urgent; released (never blocking, so a signal handler
+        # may) by an urgent line: the writer's timed acquire returns at once, and takes
+        # it back for the next round.
+        self._hurry = threading.Lock()
+        self._hurry.acquire()
         self._started = False
 
     def after_fork(self) -> None:
@@ -174,7 +185,7 @@ class _WriteBehind:
         self._write_lock = threading.Lock()
         self._reset()
 
-    def add(self, line: str) -> None:
+    def add(self, line: str, *, urgent: bool = False) -> None:
         with self._lock:
             if not self._started:
                 self._started = True
@@ -183,12 +194,13 @@ class _WriteBehind:
             if not self._woken:
                 self._woken = True
                 self._wake.release()
+        if urgent:
+            self.hurry()
 
-    def write_now(self, line: str) -> None:
-        """Write everything pending, then `line`, before returning."""
-        with self._lock:
-            self._lines.append(line)
-        self.flush()
+    def hurry(self) -> None:
+        """Have the writer write what is pending now; safe in a signal handler."""
+        with contextlib.suppress(RuntimeError):  # already released: already hurried
+            self._hurry.release()
 
     def flush(self) -> None:
         with self._write_lock:
@@ -203,7 +215,9 @@ class _WriteBehind:
             self._wake.acquire()
             with self._lock:
                 self._woken = False
-            time.sleep(self.interval)
+            # Taken back before the lines are: an urgent line added after this is either
+            # in this write, or leaves the lock released for the next round.
+            self._hurry.acquire(timeout=self.interval)
             with contextlib.suppress(OSError):
                 # stdout closed: nothing to do but keep the process serving.
                 self.flush()
@@ -226,6 +240,40 @@ def flush() -> None:
     """Write every line still waiting to be written behind."""
     for writer in list(_WRITERS.values()):
         writer.flush()
+
+
+_shutting_down = False
+_chained_in_pid: int | None = None
+
+
+def write_at_once_on_shutdown(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    """On the first of `signals`, write what is pending and every later line at once.
+
+    Chains onto the Python handlers installed for them (a server's graceful shutdown)
+    and then runs those. For servers that end by re-raising the signal with its
+    default action after draining (uvicorn's gunicorn worker does), which skips the
+    atexit flush. Call it from the serving process's main thread once its server has
+    installed its handlers (the first request); idempotent per process.
+    """
+    global _chained_in_pid  # noqa: PLW0603 -- one per process, by design
+    if _chained_in_pid == os.getpid() or threading.current_thread() is not threading.main_thread():
+        return
+    _chained_in_pid = os.getpid()
+    for signum in signals:
+        previous = signal.getsignal(signum)
+        if callable(previous):
+            signal.signal(signum, functools.partial(_shutdown_then, previous))
+
+
+def _shutdown_then(previous: Callable[[int, FrameType | None], object], signum: int,
+                   frame: FrameType | None) -> None:  # fmt: skip
+    global _shutting_down  # noqa: PLW0603 -- read by every logger of the process
+    _shutting_down = True
+    # No locks here (the interrupted code may hold them): the writers only get hurried,
+    # and each line logged from now on is written before log() returns.
+    for writer in list(_WRITERS.values()):
+        writer.hurry()
+    previous(signum, frame)
 
 
 def _after_fork_in_child() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -138,16 +140,46 @@ def test_write_behind_lines_appear_without_a_flush(stdout_file: Path) -> None:
     assert record["event"] == "webhook_published"
 
 
-def test_write_behind_errors_are_written_at_once_after_what_is_pending(
+def _wait_for_lines(path: Path, count: int, timeout: float = 10) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while len(path.read_text().splitlines()) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _read_records(path)
+
+
+def test_write_behind_errors_wake_the_writer_at_once_after_what_is_pending(
     stdout_file: Path,
 ) -> None:
     with stdout_to(stdout_file):
-        logger = JsonLogger("ingest", write_behind_seconds=0.01)
+        # An interval far longer than the test may take: only the ERROR line gets them out.
+        logger = JsonLogger("ingest", write_behind_seconds=600)
         logger.log("INFO", "webhook_published", "first")
+        started = time.monotonic()
         logger.log("ERROR", "publish_failed", "second")
-        # No wait: the ERROR line and the line before it are already written.
-        written = [r["message"] for r in _read_records(stdout_file)]
+        # Not written by the caller (the event loop): by the writer, which stops waiting.
+        written = [r["message"] for r in _wait_for_lines(stdout_file, 2)]
+        assert time.monotonic() - started < 10
     assert written == ["first", "second"]
+
+
+def test_write_behind_never_writes_on_the_callers_thread(
+    stdout_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writers: set[str] = set()
+    write = os.write
+
+    def recording_write(fd: int, data: bytes) -> int:
+        writers.add(threading.current_thread().name)
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", recording_write)
+    with stdout_to(stdout_file):
+        logger = JsonLogger("ingest", write_behind_seconds=0.01)
+        logger.log("INFO", "webhook_published", "info")
+        logger.log("ERROR", "publish_failed", "error")
+        records = _wait_for_lines(stdout_file, 2)
+    assert [r["message"] for r in records] == ["info", "error"]
+    assert writers == {"log-writer"}
 
 
 def test_write_behind_falls_back_to_writing_at_once_without_a_file_descriptor() -> None:
@@ -177,7 +209,7 @@ def test_write_behind_lines_pending_at_exit_are_written() -> None:
 
 
 def test_write_behind_survives_errors_interleaved_with_pending_lines(stdout_file: Path) -> None:
-    """An ERROR empties the pending lines; the next line must wake the writer without fault
+    """ERROR lines between pending ones: every line once, in order, whatever the timing
     (a bare lock released twice raised RuntimeError in the request thread here)."""
     with stdout_to(stdout_file):
         logger = JsonLogger("ingest", write_behind_seconds=0.05)
@@ -189,3 +221,33 @@ def test_write_behind_survives_errors_interleaved_with_pending_lines(stdout_file
     assert [(r["message"], r["number"]) for r in records] == [
         (kind, number) for number in range(50) for kind in ("info", "error")
     ]
+
+
+def test_lines_pending_when_a_server_dies_of_its_re_raised_sigterm_are_written() -> None:
+    """uvicorn's worker drains on SIGTERM, restores the default action and raises it again:
+    no atexit runs. Chained onto its handler, the logger has written everything by then."""
+    script = (
+        "import os, signal, time\n"
+        "from shared.log import JsonLogger, write_at_once_on_shutdown\n"
+        "log = JsonLogger('ingest', write_behind_seconds=600)\n"
+        "captured = []\n"
+        "signal.signal(signal.SIGTERM, lambda signum, frame: captured.append(signum))\n"
+        "write_at_once_on_shutdown()\n"
+        "for n in range(3):\n"
+        "    log.log('INFO', 'webhook_published', 'stored', number=n)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "log.log('INFO', 'webhook_published', 'drained', number=3)\n"
+        "time.sleep(0.1)  # the server's own pause before it waits for the last requests\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        "signal.raise_signal(captured[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert [json.loads(line)["number"] for line in done.stdout.splitlines()] == [0, 1, 2, 3]
