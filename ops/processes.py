@@ -72,7 +72,8 @@ def serve(
 
 
 def ingest_argv(port: int) -> list[str]:
-    """The ingest function under the Functions Framework CLI, as Cloud Functions serves it.
+    """The ingest function under the Functions Framework CLI, as Cloud Functions serves it:
+    an ASGI app on gunicorn with uvicorn workers (WORKERS, default 1).
 
     Loopback only: the dev secret is public, so the endpoint must not be
     reachable from the network. Production binds all interfaces in its container.
@@ -104,16 +105,15 @@ def handler_argv(port: int) -> list[str]:
     ]
 
 
-def serve_ingest(env: dict[str, str], log_dir: Path, *, threads: int = 4) -> Served:
+def serve_ingest(env: dict[str, str], log_dir: Path, *, threads: int | None = None) -> Served:
+    """The ingest function on a free port; it answers GET with 405 once loaded.
+
+    `threads` means nothing to the async function and is ignored: ops.stack still
+    passes it.
+    """
+    del threads
     port = free_port()
-    return serve(
-        "ingest",
-        ingest_argv(port),
-        {**env, "THREADS": str(threads)},
-        log_dir,
-        port=port,
-        ready_path="/",
-    )
+    return serve("ingest", ingest_argv(port), env, log_dir, port=port, ready_path="/")
 
 
 def serve_handlers(

@@ -12,14 +12,13 @@ from typing import TypeVar
 
 import grpc
 import pytest
-from flask.testing import FlaskClient
 from google.cloud import firestore, pubsub_v1, tasks_v2  # type: ignore[attr-defined]  # untyped package
 
 from ops import pubsub_admin
 from ops.emulators import LOOPBACK, Emulator, free_port, start_firestore, start_pubsub, start_tasks
 from ops.signing import DEV_SECRET
 from ops.stack import TASKS_LOCATION, TASKS_QUEUE
-from tests.conftest import ingest_client
+from tests.conftest import IngestClient, ingest_client
 
 PROJECT = "integration-test"
 T = TypeVar("T")
@@ -87,13 +86,14 @@ def ingest_env(topics: Topics, **overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def ingest_app(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FlaskClient]:
+def ingest_app(monkeypatch: pytest.MonkeyPatch) -> Callable[..., IngestClient]:
     """The real function app, publishing to the emulator behind `topics`."""
 
-    def build(topics: Topics, **overrides: str) -> FlaskClient:
+    def build(topics: Topics, **overrides: str) -> IngestClient:
         for key, value in ingest_env(topics, **overrides).items():
             monkeypatch.setenv(key, value)
-        return ingest_client()
+        client: IngestClient = ingest_client()
+        return client
 
     return build
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
+import requests
+
+from ops.emulators import LOOPBACK, free_port, stop_process_group
 from ops.signing import DEV_SECRET
 from tests.terraform.module import block, computed, expr, literal, load
 
@@ -56,35 +60,46 @@ def test_the_archive_holds_the_function_the_shared_package_and_requirements_only
             assert f"{package}/{path.name}" in files
 
 
-def test_the_unpacked_archive_loads_and_serves_in_a_clean_process(tmp_path: Path) -> None:
+def unpacked_archive(tmp_path: Path) -> Path:
     archive = tmp_path / "source.zip"
     build_archive(archive)
     workspace = tmp_path / "workspace"
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(workspace)
-    # What the runtime does: functions-framework loads the file named by GOOGLE_FUNCTION_SOURCE
-    # and looks up the target; then one request goes through the app.
-    script = """
-import sys
-import functions_framework
-app = functions_framework.create_app(target="ingest", source="ingest_fn/main.py")
-response = app.test_client().get("/")
-print(response.status_code)
-print(sys.modules["shared.settings"].__file__)
-"""
-    env = {
+    return workspace
+
+
+def clean_env() -> dict[str, str]:
+    return {
         "PATH": os.environ.get("PATH", ""),
         "GOOGLE_CLOUD_PROJECT": "archive-test",
         "EVENTS_TOPIC": "supaglue-events",
         "QUARANTINE_TOPIC": "supaglue-quarantine",
         "WEBHOOK_SECRETS": DEV_SECRET,
     }
+
+
+def test_the_unpacked_archive_loads_and_serves_in_a_clean_process(tmp_path: Path) -> None:
+    workspace = unpacked_archive(tmp_path)
+    # What the runtime does: functions-framework loads the file named by GOOGLE_FUNCTION_SOURCE
+    # and looks up the target, an ASGI function; then one request goes through the app.
+    script = """
+import asyncio, sys
+import functions_framework, httpx
+app = functions_framework.create_app(target="ingest", source="ingest_fn/main.py")
+async def get():
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
+        return (await client.get("/")).status_code
+print(asyncio.run(get()))
+print(sys.modules["shared.settings"].__file__)
+"""
     # -I: no PYTHONPATH, no user site, and not the current directory: only the archive's code
     # (found the way the function finds it) and the installed requirements.
     result = subprocess.run(
         [sys.executable, "-I", "-c", script],
         cwd=workspace,
-        env=env,
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -94,3 +109,34 @@ print(sys.modules["shared.settings"].__file__)
     status, settings_file = result.stdout.split()[-2:]
     assert status == "405"  # the function's own answer to GET: it loaded and served
     assert Path(settings_file).resolve().is_relative_to(workspace.resolve())
+
+
+def test_the_unpacked_archive_serves_under_the_asgi_server_in_a_clean_process(
+    tmp_path: Path,
+) -> None:
+    """The functions-framework CLI, as the runtime starts it: gunicorn and a uvicorn worker."""
+    workspace = unpacked_archive(tmp_path)
+    port = free_port()
+    argv = [sys.executable, "-I", "-m", "functions_framework", "--target=ingest"]
+    argv += ["--source=ingest_fn/main.py", f"--host={LOOPBACK}", f"--port={port}"]
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            argv, cwd=workspace, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = requests.get(f"http://{LOOPBACK}:{port}/", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert response.status_code == 405
+        assert response.headers["server"] == "uvicorn"
+        assert response.json()["error"] == "method_not_allowed"
+    finally:
+        stop_process_group(server)
