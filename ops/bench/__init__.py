@@ -1,0 +1,1 @@
+"""Benchmarks of the ingest function against what a user would otherwise run (`make bench-ingest`)."""
