@@ -48,8 +48,8 @@ from shared.settings import IngestSettings, load_or_exit  # noqa: E402
 # publisher opens its channel on the first publish, in the worker's event loop).
 _SETTINGS = load_or_exit(IngestSettings, "ingest")
 _INGESTOR = Ingestor(_SETTINGS)
-# Log lines are handed to a writer thread and written together, not one system
-# call per request on the event loop (see shared/log.py).
+# Log lines are written together, once per interval, by the event loop when the write
+# cannot block and by a thread when it could (see shared/log.py).
 _LOG = JsonLogger(
     "ingest",
     project_id=_SETTINGS.google_cloud_project,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -251,3 +253,85 @@ def test_lines_pending_when_a_server_dies_of_its_re_raised_sigterm_are_written()
     )
     assert done.returncode == -signal.SIGTERM, done.stderr
     assert [json.loads(line)["number"] for line in done.stdout.splitlines()] == [0, 1, 2, 3]
+
+
+# --- in an event loop: the loop writes, unless the write could block -------------------------
+
+
+def test_in_an_event_loop_the_loop_writes_its_lines_together_after_the_interval(
+    stdout_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[tuple[str, int]] = []
+    write = os.write
+
+    def recording_write(fd: int, data: bytes) -> int:
+        writes.append((threading.current_thread().name, data.count(b"\n")))
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", recording_write)
+
+    async def serve() -> None:
+        logger = JsonLogger("ingest", write_behind_seconds=0.05)
+        for number in range(5):
+            logger.log("INFO", "webhook_published", "stored", number=number)
+        assert stdout_file.read_text() == ""  # nothing written by log() itself
+        await asyncio.sleep(0.2)
+
+    with stdout_to(stdout_file):
+        asyncio.run(serve())
+        records = _read_records(stdout_file)
+    assert [r["number"] for r in records] == list(range(5))
+    assert writes == [("MainThread", 5)]  # one system call, on the loop's thread
+
+
+def test_in_an_event_loop_an_error_line_is_written_before_log_returns(
+    stdout_file: Path,
+) -> None:
+    async def serve() -> list[str]:
+        logger = JsonLogger("ingest", write_behind_seconds=600)
+        logger.log("INFO", "webhook_published", "first")
+        logger.log("ERROR", "publish_failed", "second")
+        return [str(r["message"]) for r in _read_records(stdout_file)]
+
+    with stdout_to(stdout_file):
+        assert asyncio.run(serve()) == ["first", "second"]
+
+
+def test_in_an_event_loop_a_full_pipe_never_blocks_the_loop_and_loses_nothing() -> None:
+    """The reader of stdout is stuck: the lines wait for a thread, the loop goes on."""
+    read_end, write_end = os.pipe()
+    capacity = fcntl.fcntl(write_end, getattr(fcntl, "F_GETPIPE_SZ", 1032))
+    # Fill the pipe to all but a few bytes, as a reader that fell behind leaves it.
+    os.set_blocking(write_end, False)
+    filler = 0
+    with contextlib.suppress(BlockingIOError):
+        while capacity - filler > 16:
+            filler += os.write(write_end, b"x" * min(4096, capacity - filler - 16))
+    os.set_blocking(write_end, True)
+    stream = os.fdopen(write_end, "w", closefd=False)
+
+    async def serve() -> float:
+        logger = JsonLogger("ingest", write_behind_seconds=0.01)
+        started = time.monotonic()
+        for number in range(200):
+            logger.log("INFO", "webhook_published", "stored", number=number)
+            logger.log("ERROR", "publish_failed", "failed", number=number)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
+        return time.monotonic() - started
+
+    try:
+        with contextlib.redirect_stdout(stream):
+            took = asyncio.run(serve())
+            received = b""
+            deadline = time.monotonic() + 10
+            while received.count(b"\n") < 400 and time.monotonic() < deadline:
+                received += os.read(read_end, 1 << 20)
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+    assert took < 5  # the loop never waited for the stuck reader
+    lines = [json.loads(line) for line in received.lstrip(b"x").splitlines()]
+    assert [(r["message"], r["number"]) for r in lines] == [
+        (kind, number) for number in range(200) for kind in ("stored", "failed")
+    ]
