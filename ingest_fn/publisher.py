@@ -36,7 +36,6 @@ from shared.errors import PermanentError, RetryableError
 from shared.settings import PUBSUB_MAX_REQUEST_BYTES
 
 _PublishRequest: Any = pubsub_types.PublishRequest.pb()
-_PubsubMessage: Any = pubsub_types.PubsubMessage.pb()
 _PublishResponse: Any = pubsub_types.PublishResponse.pb()
 _PUBLISH_METHOD: Final = "/google.pubsub.v1.Publisher/Publish"
 _ENDPOINT: Final = "pubsub.googleapis.com:443"
@@ -88,13 +87,21 @@ class PublisherConfig:
 class _Pending:
     """One message on its way: what to send, by when, and who waits for the answer."""
 
-    __slots__ = ("deadline", "future", "message", "size", "topic")
+    __slots__ = ("attributes", "data", "deadline", "future", "size", "topic")
 
     def __init__(
-        self, topic: str, message: Any, size: int, deadline: float, future: asyncio.Future[str]
+        self,
+        topic: str,
+        data: bytes,
+        attributes: Mapping[str, str],
+        *,
+        size: int,
+        deadline: float,
+        future: asyncio.Future[str],
     ) -> None:
         self.topic = topic
-        self.message = message
+        self.data = data
+        self.attributes = attributes
         self.size = size
         self.deadline = deadline
         self.future = future
@@ -167,8 +174,10 @@ class AsyncPublisher:
         assert loop is not None
         future: asyncio.Future[str] = loop.create_future()
         deadline = loop.time() + self._config.timeout_seconds
-        message = _PubsubMessage(data=data, attributes=attributes)
-        self._queue.append(_Pending(topic_path, message, size, deadline, future))
+        pending = _Pending(
+            topic_path, data, attributes, size=size, deadline=deadline, future=future
+        )
+        self._queue.append(pending)
         self._outstanding += 1
         if self._expiry is None:
             self._expiry = loop.call_at(deadline, self._expire)
@@ -276,7 +285,11 @@ class AsyncPublisher:
         if remaining <= 0:
             raise _Transient  # expired on its way out: back in the queue, _expire answers it
         topic = batch[0].topic
-        request = _PublishRequest(topic=topic, messages=[pending.message for pending in batch])
+        # Each message built once, in place: half the cost of building it and copying it in.
+        request = _PublishRequest(topic=topic)
+        add = request.messages.add
+        for pending in batch:
+            add(data=pending.data, attributes=pending.attributes)
         try:
             response = await call(
                 request,
