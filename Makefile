@@ -66,7 +66,7 @@ run: venv
 
 # Benchmarks are scripts that print figures; `make bench` runs all three.
 bench-ingest: venv
-	$(PY) -m ops.bench_ingest
+	$(PY) -m ops.bench.ingest
 
 bench-e2e: venv
 	$(PY) -m ops.bench.e2e

@@ -18,20 +18,23 @@ class RequestRejected(PermanentError):
     status: ClassVar[int] = 400
     event: ClassVar[str] = "request_rejected"
     severity: ClassVar[Severity] = "WARNING"
-    # Refused before the body was read in full: the rest must not be read either.
-    body_unread: ClassVar[bool] = False
 
 
 class MethodNotAllowed(RequestRejected):
     status = 405
     event = "method_not_allowed"
-    body_unread = True
 
 
 class PayloadTooLarge(RequestRejected):
     status = 413
     event = "payload_too_large"
-    body_unread = True
+
+
+class BodyIncomplete(RequestRejected):
+    """The sender went away before the whole body arrived; nobody hears the answer."""
+
+    status = 400
+    event = "body_incomplete"
 
 
 class SignatureRejected(RequestRejected):
@@ -47,7 +50,6 @@ class PublishFailed(RetryableError):
     status: ClassVar[int] = 503
     event: ClassVar[str] = "publish_failed"
     severity: ClassVar[Severity] = "ERROR"
-    body_unread: ClassVar[bool] = False
 
 
 IngestError = RequestRejected | PublishFailed

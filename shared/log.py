@@ -6,28 +6,46 @@ into a structured log entry: `severity` sets the level, `message` the text,
 the request's trace, and `logging.googleapis.com/labels` become entry labels.
 A stable `event` field is what the log-based metrics filter on.
 
-Writing a line is a system call, and under a multi-threaded server each one
-lets another thread take the interpreter lock and costs a thread switch to get
-it back: measured by `make bench-ingest`, a write per request cost the ingest
-function about a tenth of its CPU. A logger made with `write_behind_seconds`
-therefore collects its lines for stdout and a background thread writes them
-together, once per interval, whole lines only and in order; ERROR and above,
-and anything still pending at interpreter exit, are written at once.
+Writing a line is a system call, and one that blocks when the reader of
+stdout falls behind. A logger made with `write_behind_seconds` (the ingest
+function's) collects its lines for stdout and writes them together, whole lines
+only and in order, at most that long after each one:
+- called in a running event loop (the function serves every request from one),
+  the loop itself writes them, one os.write per interval, and only when the
+  write cannot block: stdout a regular file, or a pipe with room for all of it.
+  Otherwise (a full pipe, a socket) they go to a background thread, and so does
+  everything after them until it has caught up. A thread beside the loop costs
+  more CPU in interpreter-lock hand-offs than the writes it saves (measured by
+  `make bench-ingest`), so it only takes what the loop must not wait for;
+- called from threads without a loop, a background thread writes them.
+An ERROR or CRITICAL line is written at once (by the loop, or by the thread,
+woken for it) together with everything before it. Lines still pending when the
+interpreter exits are written then, and write_at_once_on_shutdown() covers the
+servers that end a graceful shutdown by re-raising the signal. Without
+`write_behind_seconds` (the threaded handlers) every line is written before
+log() returns. Either way the logger is safe to share between threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
+import fcntl
 import functools
 import json
 import os
 import re
+import signal
+import stat
+import struct
 import sys
+import termios
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Final, Literal, TextIO
 
 Severity = Literal["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL"]
@@ -117,16 +135,20 @@ class JsonLogger:
         if trace is not None:
             record.update(trace.log_fields(self._project_id))
         record.update({k: v for k, v in fields.items() if v is not None})
-        line = json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=False) + "\n"
+        line = _encode(record) + "\n"
         stream = self._stream or sys.stdout
         if self._write_behind > 0:
             fd = _fileno(stream)
             if fd is not None:
+                urgent = severity in _AT_ONCE
+                loop = _running_loop()
+                if loop is not None:
+                    _loop_writer(loop, fd, self._write_behind).add(line, urgent=urgent)
+                    return
                 writer = _writer(fd, self._write_behind)
-                if severity in _AT_ONCE:
-                    writer.write_now(line)
-                else:
-                    writer.add(line)
+                writer.add(line, urgent=urgent)
+                if _shutting_down:
+                    writer.flush()
                 return
         with self._lock:
             stream.write(line)
@@ -134,6 +156,8 @@ class JsonLogger:
 
 
 _AT_ONCE: Final = frozenset({"ERROR", "CRITICAL"})
+# One encoder for every line, instead of one built per json.dumps call with these options.
+_encode: Final = json.JSONEncoder(default=str, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _fileno(stream: TextIO) -> int | None:
@@ -148,8 +172,9 @@ class _WriteBehind:
 
     Adding a line takes an uncontended lock and, for the first line of an
     interval, wakes the writer; it never makes a system call. The writer waits
-    the interval, then writes everything collected with as few os.write calls as
-    the kernel allows. `_write_lock` keeps the order when flush() runs meanwhile.
+    the interval (cut short by an urgent line), then writes everything collected
+    with as few os.write calls as the kernel allows. `_write_lock` keeps the
+    order when flush() runs meanwhile (at exit).
     """
 
     def __init__(self, fd: int, interval: float) -> None:
@@ -162,11 +187,15 @@ class _WriteBehind:
         self._lock = threading.Lock()
         self._lines: list[str] = []
         # Held while the writer has nothing to do; released once to wake it. `_woken` (under
-        # `_lock`) says it was released and not yet taken back, so it is never released twice:
-        # an ERROR line can empty the pending lines between a wake and the writer waking up.
+        # `_lock`) says it was released and not yet taken back, so it is never released twice.
         self._wake = threading.Lock()
         self._wake.acquire()
         self._woken = False
+        # Held while nothing is urgent; released (never blocking, so a signal handler
+        # may) by an urgent line: the writer's timed acquire returns at once, and takes
+        # it back for the next round.
+        self._hurry = threading.Lock()
+        self._hurry.acquire()
         self._started = False
 
     def after_fork(self) -> None:
@@ -174,7 +203,7 @@ class _WriteBehind:
         self._write_lock = threading.Lock()
         self._reset()
 
-    def add(self, line: str) -> None:
+    def add(self, line: str, *, urgent: bool = False) -> None:
         with self._lock:
             if not self._started:
                 self._started = True
@@ -183,30 +212,123 @@ class _WriteBehind:
             if not self._woken:
                 self._woken = True
                 self._wake.release()
+        if urgent:
+            self.hurry()
 
-    def write_now(self, line: str) -> None:
-        """Write everything pending, then `line`, before returning."""
-        with self._lock:
-            self._lines.append(line)
-        self.flush()
+    def hurry(self) -> None:
+        """Have the writer write what is pending now; safe in a signal handler."""
+        with contextlib.suppress(RuntimeError):  # already released: already hurried
+            self._hurry.release()
+
+    @property
+    def busy(self) -> bool:
+        """Lines still pending or being written: whatever follows them must queue here."""
+        return bool(self._lines) or self._write_lock.locked()
 
     def flush(self) -> None:
         with self._write_lock:
             with self._lock:
                 lines, self._lines = self._lines, []
-            data = "".join(lines).encode()
-            while data:
-                data = data[os.write(self._fd, data) :]
+            _write_all(self._fd, "".join(lines).encode())
 
     def _run(self) -> None:
         while True:
             self._wake.acquire()
             with self._lock:
                 self._woken = False
-            time.sleep(self.interval)
+            # Taken back before the lines are: an urgent line added after this is either
+            # in this write, or leaves the lock released for the next round.
+            self._hurry.acquire(timeout=self.interval)
             with contextlib.suppress(OSError):
                 # stdout closed: nothing to do but keep the process serving.
                 self.flush()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+class _LoopWriter:
+    """Lines for one file descriptor from one event loop, written by that loop.
+
+    Adding a line appends it and, for the first line of an interval, schedules
+    the write `interval` later: one os.write per interval on the loop, only when
+    it cannot block; else the fd's thread writer takes the lines (see the module's
+    docstring). Used from the loop's thread only, so it needs no lock.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, interval: float) -> None:
+        self.loop = loop
+        self._fd = fd
+        self.interval = interval
+        self._lines: list[str] = []
+        self._scheduled: asyncio.TimerHandle | None = None
+        self._mode = os.fstat(fd).st_mode
+        self._behind = _writer(fd, interval)
+
+    def add(self, line: str, *, urgent: bool) -> None:
+        self._lines.append(line)
+        if _shutting_down:
+            self.flush(block=True)
+        elif urgent:
+            self.flush()
+        elif self._scheduled is None:
+            self._scheduled = self.loop.call_later(self.interval, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._scheduled = None
+        self.flush()
+
+    def flush(self, *, block: bool = False) -> None:
+        """Write what is pending, here if that cannot block (or `block`), else behind."""
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        self._lines = []
+        behind = self._behind
+        if block or (not behind.busy and self._room_for(len(text.encode()))):
+            if behind.busy:
+                behind.flush()  # older lines first
+            with contextlib.suppress(OSError):  # stdout closed: keep serving
+                _write_all(self._fd, text.encode())
+            return
+        behind.add(text, urgent=True)
+
+    def _room_for(self, size: int) -> bool:
+        """Whether writing `size` bytes now returns without waiting for a reader."""
+        if stat.S_ISREG(self._mode):
+            return True
+        if not stat.S_ISFIFO(self._mode):
+            return False
+        try:
+            capacity: int = fcntl.fcntl(self._fd, _F_GETPIPE_SZ)
+            queued: int = struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:
+            return False
+        return capacity - queued >= size
+
+
+# Linux's fcntl command for a pipe's capacity (fcntl.F_GETPIPE_SZ where Python names it).
+_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_LOOP_WRITERS: dict[int, _LoopWriter] = {}
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _loop_writer(loop: asyncio.AbstractEventLoop, fd: int, interval: float) -> _LoopWriter:
+    writer = _LOOP_WRITERS.get(fd)
+    if writer is None or writer.loop is not loop:
+        if writer is not None:
+            writer.flush(block=True)  # a loop before this one (tests run several)
+        writer = _LOOP_WRITERS[fd] = _LoopWriter(loop, fd, interval)
+    writer.interval = min(writer.interval, interval)
+    return writer
 
 
 _WRITERS: dict[int, _WriteBehind] = {}
@@ -223,14 +345,56 @@ def _writer(fd: int, interval: float) -> _WriteBehind:
 
 
 def flush() -> None:
-    """Write every line still waiting to be written behind."""
+    """Write every line still waiting to be written behind (blocking if need be)."""
     for writer in list(_WRITERS.values()):
         writer.flush()
+    for loop_writer in list(_LOOP_WRITERS.values()):
+        loop_writer.flush(block=True)
+
+
+_shutting_down = False
+_chained_in_pid: int | None = None
+
+
+def write_at_once_on_shutdown(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    """On the first of `signals`, write what is pending and every later line at once.
+
+    Chains onto the Python handlers installed for them (a server's graceful shutdown)
+    and then runs those. For servers that end by re-raising the signal with its
+    default action after draining (uvicorn's gunicorn worker does), which skips the
+    atexit flush. Call it from the serving process's main thread once its server has
+    installed its handlers (the first request); idempotent per process.
+    """
+    global _chained_in_pid  # noqa: PLW0603 -- one per process, by design
+    if _chained_in_pid == os.getpid() or threading.current_thread() is not threading.main_thread():
+        return
+    _chained_in_pid = os.getpid()
+    for signum in signals:
+        previous = signal.getsignal(signum)
+        if callable(previous):
+            signal.signal(signum, functools.partial(_shutdown_then, previous))
+
+
+def _shutdown_then(previous: Callable[[int, FrameType | None], object], signum: int,
+                   frame: FrameType | None) -> None:  # fmt: skip
+    global _shutting_down  # noqa: PLW0603 -- read by every logger of the process
+    _shutting_down = True
+    # No locks here (the interrupted code may hold them): the thread writers only get
+    # hurried, the loops are asked to write on their next turn, and each line logged
+    # from now on is written before log() returns.
+    for writer in list(_WRITERS.values()):
+        writer.hurry()
+    for loop_writer in list(_LOOP_WRITERS.values()):
+        with contextlib.suppress(RuntimeError):  # that loop is closed
+            loop_writer.loop.call_soon_threadsafe(loop_writer.flush)
+    previous(signum, frame)
 
 
 def _after_fork_in_child() -> None:
     for writer in _WRITERS.values():
         writer.after_fork()
+    # The parent's loops do not run here, and the parent writes their lines.
+    _LOOP_WRITERS.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -91,8 +91,6 @@ resource "google_cloudfunctions2_function" "ingest" {
       GOOGLE_CLOUD_PROJECT = var.project_id
       EVENTS_TOPIC         = google_pubsub_topic.events.name
       QUARANTINE_TOPIC     = google_pubsub_topic.quarantine.name
-      # functions-framework's gunicorn threads: one per request the instance accepts.
-      THREADS = tostring(var.ingest.concurrency)
     }
 
     secret_environment_variables {

@@ -127,12 +127,18 @@ variable "hook_secrets" {
 
 variable "ingest" {
   description = "Sizing of the ingest function. Concurrency above 1 needs at least one CPU."
+  # An async function: one worker (WORKERS, default 1) runs one event loop that serves every
+  # request of the instance, most of them only waiting for Pub/Sub's confirmation; so one
+  # CPU, which that single loop can use, and many requests per instance (40 cover a few
+  # thousand webhooks/s at Pub/Sub round trips of 10 ms). The memory bound is the body: a
+  # request holds up to about twice MAX_BODY_BYTES while it is read, and 40 of those fit in
+  # 1 GiB beside the process itself (about 100 MiB).
   type = object({
     max_instances   = optional(number, 20)
     min_instances   = optional(number, 0)
-    concurrency     = optional(number, 16)
+    concurrency     = optional(number, 40)
     cpu             = optional(string, "1")
-    memory          = optional(string, "512Mi")
+    memory          = optional(string, "1Gi")
     timeout_seconds = optional(number, 30)
   })
   default = {}

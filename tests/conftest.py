@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import functions_framework
+import httpx
 import pytest
-from flask.testing import FlaskClient
 
 from ops.signing import DEV_SECRET
 
@@ -31,14 +34,95 @@ def _restore_environ() -> Iterator[None]:
     os.environ.update(saved)
 
 
-def ingest_client() -> FlaskClient:
-    """A test client of the real function app, loaded as Cloud Functions loads it."""
+@dataclass(frozen=True)
+class IngestResponse:
+    status_code: int
+    headers: httpx.Headers
+    data: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class IngestClient:
+    """Requests through the function's real ASGI app, over httpx's ASGI transport.
+
+    Every request of one client runs on the same event loop, as in the server's
+    worker: the publisher's gRPC channel belongs to the loop it was opened in. A
+    body given as an async iterable is streamed chunk by chunk (chunked, unless
+    the headers declare a Content-Length), so a test sees how much of it is read.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._loop = asyncio.new_event_loop()
+        self._client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://ingest.test"
+        )
+        _OPEN_CLIENTS.append(self)
+
+    def open(
+        self,
+        path: str = "/",
+        *,
+        method: str = "GET",
+        data: bytes | AsyncIterable[bytes] = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> IngestResponse:
+        response: IngestResponse = self.run(self._request(method, path, data, headers))
+        return response
+
+    def post(
+        self,
+        path: str = "/",
+        *,
+        data: bytes | AsyncIterable[bytes] = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> IngestResponse:
+        return self.open(path, method="POST", data=data, headers=headers)
+
+    def get(self, path: str = "/", *, headers: Mapping[str, str] | None = None) -> IngestResponse:
+        return self.open(path, method="GET", headers=headers)
+
+    def run(self, coroutine: Any) -> Any:
+        """Run `coroutine` on this client's event loop, as the server's worker would."""
+        return self._loop.run_until_complete(coroutine)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        data: bytes | AsyncIterable[bytes],
+        headers: Mapping[str, str] | None,
+    ) -> IngestResponse:
+        # As bytes: a sender may put any octets in a header value, not only ASCII.
+        raw = {name.encode(): value.encode() for name, value in (headers or {}).items()}
+        response = await self._client.request(method, path, content=data, headers=raw)
+        return IngestResponse(response.status_code, response.headers, response.content)
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self._client.aclose())
+            self._loop.close()
+
+
+_OPEN_CLIENTS: list[IngestClient] = []
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_ingest_clients() -> Iterator[None]:
+    yield
+    for client in _OPEN_CLIENTS:
+        client.close()
+
+
+def ingest_client() -> IngestClient:
+    """A client of the real function app, loaded as Cloud Functions loads it."""
     app = functions_framework.create_app("ingest", INGEST_SOURCE)  # type: ignore[no-untyped-call]
-    client: FlaskClient = app.test_client()
-    return client
+    return IngestClient(app)
 
 
-def configured_ingest_client(**overrides: str) -> FlaskClient:
+def configured_ingest_client(**overrides: str) -> IngestClient:
     """The real function app with a complete configuration in the environment, as Cloud
     Functions gives it; `overrides` replace or add variables (_restore_environ undoes them)."""
     os.environ.update(

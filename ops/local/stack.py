@@ -226,7 +226,8 @@ def handler_argv(port: int) -> list[str]:
 
 
 def ingest_argv(port: int) -> list[str]:
-    """The ingest function under the Functions Framework CLI, as Cloud Functions serves it.
+    """The ingest function under the Functions Framework CLI, as Cloud Functions serves it:
+    an ASGI app on gunicorn with uvicorn workers (WORKERS, default 1).
 
     Loopback only: the dev secret is public, so the endpoint must not be
     reachable from the network. Production binds all interfaces in its container.

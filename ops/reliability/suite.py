@@ -623,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                 "LEDGER_LEASE_SECONDS": "10",
             },
             # A frozen Pub/Sub answers nothing: ingest gives up (503) after this.
-            ingest_extra_env={"PUBLISH_TIMEOUT_SECONDS": "3", "THREADS": "16"},
+            ingest_extra_env={"PUBLISH_TIMEOUT_SECONDS": "3"},
             # Enough attempts to ride out a handler restart of a few seconds, as the
             # cloud's longer backoff does; dead-lettering is covered by the tests.
             delivery=Delivery(

@@ -12,7 +12,6 @@ from typing import TypeVar
 
 import grpc
 import pytest
-from flask.testing import FlaskClient
 from google.cloud import firestore, pubsub_v1, tasks_v2  # type: ignore[attr-defined]  # untyped package
 
 from ops import pubsub_admin
@@ -23,7 +22,7 @@ from ops.local.stack import tasks_queue_path
 from ops.local.topology import create_queue
 from ops.signing import DEV_SECRET
 from shared.names import Names
-from tests.conftest import ingest_client
+from tests.conftest import IngestClient, ingest_client
 
 PROJECT = "integration-test"
 T = TypeVar("T")
@@ -91,13 +90,14 @@ def ingest_env(topics: Topics, **overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def ingest_app(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FlaskClient]:
+def ingest_app(monkeypatch: pytest.MonkeyPatch) -> Callable[..., IngestClient]:
     """The real function app, publishing to the emulator behind `topics`."""
 
-    def build(topics: Topics, **overrides: str) -> FlaskClient:
+    def build(topics: Topics, **overrides: str) -> IngestClient:
         for key, value in ingest_env(topics, **overrides).items():
             monkeypatch.setenv(key, value)
-        return ingest_client()
+        client: IngestClient = ingest_client()
+        return client
 
     return build
 

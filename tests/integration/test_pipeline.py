@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 from google.cloud import firestore
 
 from handlers.backfill_store import backfill_id
@@ -112,7 +111,7 @@ def send(
     """Sign and send an event to the real ingest function; returns (webhook id, payload)."""
     for key, value in stack.stack.ingest_env.items():
         monkeypatch.setenv(key, value)
-    client: FlaskClient = ingest_client()
+    client = ingest_client()
 
     def send_event(
         event_type: str,

@@ -15,6 +15,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import requests
+
+from ops.defaults import LOOPBACK
+from ops.local.processes import Process, free_port, wait_http
 from ops.signing import DEV_SECRET
 from tests.terraform.module import block, computed, expr, literal, load
 
@@ -62,41 +66,60 @@ def test_the_archive_holds_the_function_the_shared_package_and_requirements_only
             assert f"{package}/{path.name}" in files
 
 
-def test_the_unpacked_archive_loads_and_serves_in_a_clean_process(tmp_path: Path) -> None:
+def unpacked_archive(tmp_path: Path) -> Path:
     archive = tmp_path / "source.zip"
     build_archive(archive)
     workspace = tmp_path / "workspace"
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(workspace)
-    # What the runtime does: functions-framework loads its default source, main.py, and looks
-    # up the target; then one request goes through the app.
-    script = """
-import sys
-# This venv has the project installed (editable), which would hide a module the archive lacks:
-# the deployed function has the archive and the requirements only.
-sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
-import functions_framework
-app = functions_framework.create_app(target="ingest", source="main.py")
-response = app.test_client().get("/")
-print(response.status_code)
-print(sys.modules["shared.settings"].__file__)
-for name, module in sorted(sys.modules.items()):
-    if name.split(".")[0] in ("ingest_fn", "shared", "handlers", "ops"):
-        print("loaded", getattr(module, "__file__", None))
-"""
-    env = {
+    return workspace
+
+
+def clean_env() -> dict[str, str]:
+    return {
         "PATH": os.environ.get("PATH", ""),
         "GOOGLE_CLOUD_PROJECT": "archive-test",
         "EVENTS_TOPIC": "supaglue-events",
         "QUARANTINE_TOPIC": "supaglue-quarantine",
         "WEBHOOK_SECRETS": DEV_SECRET,
     }
+
+
+# This venv has the project installed (editable), which would hide a module the archive lacks:
+# the deployed function has the archive and the requirements only.
+WITHOUT_THE_INSTALLED_PROJECT = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
+"""
+
+
+def test_the_unpacked_archive_loads_and_serves_in_a_clean_process(tmp_path: Path) -> None:
+    workspace = unpacked_archive(tmp_path)
+    # What the runtime does: functions-framework loads its default source, main.py, and looks
+    # up the target, an ASGI function; then one request goes through the app.
+    script = (
+        WITHOUT_THE_INSTALLED_PROJECT
+        + """
+import asyncio
+import functions_framework, httpx
+app = functions_framework.create_app(target="ingest", source="main.py")
+async def get():
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
+        return (await client.get("/")).status_code
+print(asyncio.run(get()))
+print(sys.modules["shared.settings"].__file__)
+for name, module in sorted(sys.modules.items()):
+    if name.split(".")[0] in ("ingest_fn", "shared", "handlers", "ops"):
+        print("loaded", getattr(module, "__file__", None))
+"""
+    )
     # -I: no PYTHONPATH, no user site, and not the current directory: only the archive's code
     # (found the way the function finds it) and the installed requirements.
     result = subprocess.run(
         [sys.executable, "-I", "-c", script],
         cwd=workspace,
-        env=env,
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -111,3 +134,34 @@ for name, module in sorted(sys.modules.items()):
     # Every module of the project it loaded came from the archive.
     assert loaded
     assert all(Path(path).resolve().is_relative_to(workspace.resolve()) for path in loaded), loaded
+
+
+def test_the_unpacked_archive_serves_under_the_asgi_server_in_a_clean_process(
+    tmp_path: Path,
+) -> None:
+    """The functions-framework CLI, as the runtime starts it: gunicorn and a uvicorn worker."""
+    workspace = unpacked_archive(tmp_path)
+    port = free_port()
+    args = ["--target=ingest", "--source=main.py", f"--host={LOOPBACK}", f"--port={port}"]
+    script = (
+        WITHOUT_THE_INSTALLED_PROJECT
+        + f"""
+from functions_framework._cli import _cli
+sys.argv = ["functions-framework", *{args!r}]
+_cli()
+"""
+    )
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-I", "-c", script], cwd=workspace, env=clean_env(), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    server = Process("archive", popen, log)
+    try:
+        wait_http(server, f"http://{LOOPBACK}:{port}/", statuses=[405])
+        response = requests.get(f"http://{LOOPBACK}:{port}/", timeout=5)
+        assert response.headers["server"] == "uvicorn"
+        assert response.json()["error"] == "method_not_allowed"
+    finally:
+        server.stop()

@@ -25,7 +25,7 @@ from shared.settings import HandlerSettings, IngestSettings, ReconcilerSettings
 from tests.terraform.module import PREFIX, block, computed, expr, literal, load
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-# Read by the servers that run the code (functions-framework's and our gunicorn), not by it.
+# Read by the servers that run the code (the handlers' gunicorn), not by it.
 SERVER_VARIABLES = {"THREADS"}
 # What handler_environment puts for a variable whose value comes from Secret Manager.
 SECRET = "<from Secret Manager>"
@@ -390,6 +390,8 @@ def test_every_ingest_setting_the_code_needs_is_set_and_nothing_unknown() -> Non
     assert env <= known_fields(IngestSettings)
     assert secret == {"WEBHOOK_SECRETS"}, "the signing secrets come from Secret Manager only"
     assert "WEBHOOK_SECRETS" not in plain
+    # An async function: one event loop per worker, no request threads to size.
+    assert "THREADS" not in plain
     build = block(function, "build_config")
     assert literal(build["entry_point"]) == "ingest"
     # The runtime's default source, main.py at the archive's root (test_source_archive.py).

@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 import string
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingest_fn.publisher import AsyncPublisher
 from ops.signing import DEV_SECRET, signed_headers
-from shared.publisher import ConfirmingPublisher
 from shared.samples import sample_bytes, sample_types
-from tests.conftest import examples, ingest_client
+from tests.conftest import IngestClient, examples, ingest_client
 
 SIGNATURE_HEADERS = [
     "svix-id",
@@ -78,7 +77,7 @@ def signature_headers(draw: st.DrawFn) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def app_and_published() -> Iterator[tuple[FlaskClient, list[bytes]]]:
+def app_and_published() -> Iterator[tuple[IngestClient, list[bytes]]]:
     published: list[bytes] = []
     patch = pytest.MonkeyPatch()
     for key, value in {
@@ -91,14 +90,13 @@ def app_and_published() -> Iterator[tuple[FlaskClient, list[bytes]]]:
     }.items():
         patch.setenv(key, value)
 
-    def record(_self: object, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+    async def record(_self: object, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
         assert all(len(v.encode()) <= 1024 for v in attributes.values())
         published.append(data)
         return str(len(published))
 
-    patch.setattr(ConfirmingPublisher, "publish", record)
-    client = ingest_client()
-    client.application.testing = True  # unhandled exceptions propagate instead of a 500
+    patch.setattr(AsyncPublisher, "publish", record)
+    client: IngestClient = ingest_client()
     yield client, published
     patch.undo()
 
@@ -114,7 +112,7 @@ def app_and_published() -> Iterator[tuple[FlaskClient, list[bytes]]]:
     headers=signature_headers(),
 )
 def test_unverified_requests_are_refused_without_a_publish(
-    app_and_published: tuple[FlaskClient, list[bytes]],
+    app_and_published: tuple[IngestClient, list[bytes]],
     method: str,
     body: bytes,
     headers: dict[str, str],
@@ -134,7 +132,7 @@ def test_unverified_requests_are_refused_without_a_publish(
 )
 @given(body=bodies(), branded=st.booleans())
 def test_signed_bodies_of_any_shape_are_stored_exactly_once(
-    app_and_published: tuple[FlaskClient, list[bytes]], body: bytes, branded: bool
+    app_and_published: tuple[IngestClient, list[bytes]], body: bytes, branded: bool
 ) -> None:
     client, published = app_and_published
     try:

@@ -1,4 +1,4 @@
-"""The ingest function through the real Functions Framework app, one test per behaviour.
+"""The ingest function through the real Functions Framework ASGI app, one test per behaviour.
 
 Signatures come from `svix` itself. Pub/Sub is replaced here by a recorder
 (so each test can also assert that nothing was published); the integration
@@ -7,25 +7,24 @@ tests publish to the real emulator.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
-import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 
+from ingest_fn import publisher
 from ingest_fn.classify import Destination, OutgoingMessage
+from ingest_fn.publisher import AsyncPublisher
 from ops.signing import DEV_SECRET, signed_headers
-from shared import publisher
-from shared.publisher import ConfirmingPublisher
 from shared.samples import sample, sample_bytes, sample_types
-from tests.conftest import configured_ingest_client
+from tests.conftest import IngestClient, configured_ingest_client
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"a-second-secret-for-rotation-32b").decode()
 
@@ -48,26 +47,29 @@ class Recorder:
 def published(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
 
-    def publish(_self: object, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+    async def publish(_self: object, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
         destination = Destination.QUARANTINE if "quarantine" in topic else Destination.EVENTS
         return recorder.publish(OutgoingMessage(destination, data, dict(attributes)))
 
-    monkeypatch.setattr(ConfirmingPublisher, "publish", publish)
+    monkeypatch.setattr(AsyncPublisher, "publish", publish)
     return recorder
 
 
+Configure = Callable[..., IngestClient]
+
+
 @pytest.fixture
-def configure() -> Callable[..., FlaskClient]:
+def configure() -> Configure:
     """Build the real app with settings from the environment, as Cloud Functions does."""
     return configured_ingest_client
 
 
 @pytest.fixture
-def client(configure: Callable[..., FlaskClient]) -> FlaskClient:
+def client(configure: Configure) -> IngestClient:
     return configure()
 
 
-def post(client: FlaskClient, body: bytes, headers: dict[str, str]) -> Any:
+def post(client: IngestClient, body: bytes, headers: dict[str, str]) -> Any:
     return client.post("/", data=body, headers=headers)
 
 
@@ -76,7 +78,7 @@ def post(client: FlaskClient, body: bytes, headers: dict[str, str]) -> Any:
 
 @pytest.mark.parametrize("event_type", sample_types())
 def test_every_sample_event_is_published_with_its_attributes(
-    client: FlaskClient, published: Recorder, event_type: str
+    client: IngestClient, published: Recorder, event_type: str
 ) -> None:
     body = sample_bytes(event_type)
     headers = signed_headers(body, webhook_id=f"msg_{event_type}", timestamp=int(time.time()))
@@ -102,14 +104,14 @@ def test_every_sample_event_is_published_with_its_attributes(
     assert message.attributes == expected
 
 
-def test_unbranded_webhook_headers_are_accepted(client: FlaskClient, published: Recorder) -> None:
+def test_unbranded_webhook_headers_are_accepted(client: IngestClient, published: Recorder) -> None:
     body = sample_bytes("sync.paused")
     response = post(client, body, signed_headers(body, webhook_id="msg_unbranded", branded=False))
     assert response.status_code == 204
     assert published.messages[0].attributes["webhook_id"] == "msg_unbranded"
 
 
-def test_header_names_in_any_letter_case(client: FlaskClient, published: Recorder) -> None:
+def test_header_names_in_any_letter_case(client: IngestClient, published: Recorder) -> None:
     body = sample_bytes("sync.complete")
     headers = {key.upper(): value for key, value in signed_headers(body).items()}
     headers = {
@@ -119,7 +121,9 @@ def test_header_names_in_any_letter_case(client: FlaskClient, published: Recorde
     assert len(published.messages) == 1
 
 
-def test_one_valid_signature_among_several_passes(client: FlaskClient, published: Recorder) -> None:
+def test_one_valid_signature_among_several_passes(
+    client: IngestClient, published: Recorder
+) -> None:
     body = sample_bytes("sync.complete")
     headers = signed_headers(body)
     wrong = signed_headers(body, OTHER_SECRET, webhook_id=headers["svix-id"])["svix-signature"]
@@ -131,7 +135,7 @@ def test_one_valid_signature_among_several_passes(client: FlaskClient, published
 
 @pytest.mark.parametrize("separator", [" ", ",", ", ", "\n"])
 def test_any_configured_secret_verifies_during_rotation(
-    configure: Callable[..., FlaskClient], published: Recorder, separator: str
+    configure: Configure, published: Recorder, separator: str
 ) -> None:
     client = configure(WEBHOOK_SECRETS=f"{DEV_SECRET}{separator}{OTHER_SECRET}")
     body = sample_bytes("connection.created")
@@ -141,7 +145,7 @@ def test_any_configured_secret_verifies_during_rotation(
 
 
 def test_unknown_event_type_is_published_to_events(
-    client: FlaskClient, published: Recorder
+    client: IngestClient, published: Recorder
 ) -> None:
     body = json.dumps(
         {"webhook_event_type": "sync.started", "customer_id": 42, "connection_id": "c1", "x": [1]}
@@ -187,7 +191,7 @@ def test_unknown_event_type_is_published_to_events(
     ],
 )
 def test_verified_non_events_are_quarantined_with_a_reason(
-    client: FlaskClient, published: Recorder, body: bytes, reason: str, event_type: str | None
+    client: IngestClient, published: Recorder, body: bytes, reason: str, event_type: str | None
 ) -> None:
     response = post(client, body, signed_headers(body))
     assert response.status_code == 204
@@ -201,7 +205,7 @@ def test_verified_non_events_are_quarantined_with_a_reason(
 
 
 def test_invalid_result_value_is_quarantined_with_the_field_named(
-    client: FlaskClient, published: Recorder
+    client: IngestClient, published: Recorder
 ) -> None:
     payload = {**sample("sync.complete"), "result": "MAYBE"}
     body = json.dumps(payload).encode()
@@ -213,7 +217,7 @@ def test_invalid_result_value_is_quarantined_with_the_field_named(
 
 
 def test_an_id_too_long_for_an_attribute_is_quarantined(
-    client: FlaskClient, published: Recorder
+    client: IngestClient, published: Recorder
 ) -> None:
     body = json.dumps({**sample("sync.paused"), "customer_id": "c" * 1025}).encode()
     assert post(client, body, signed_headers(body)).status_code == 204
@@ -229,7 +233,7 @@ def _without(headers: dict[str, str], name: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("missing", ["svix-id", "svix-timestamp", "svix-signature"])
 def test_missing_signature_header_is_401(
-    client: FlaskClient, published: Recorder, missing: str
+    client: IngestClient, published: Recorder, missing: str
 ) -> None:
     body = sample_bytes("sync.complete")
     response = post(client, body, _without(signed_headers(body), missing))
@@ -237,20 +241,20 @@ def test_missing_signature_header_is_401(
     assert published.messages == []
 
 
-def test_signature_by_an_unknown_secret_is_401(client: FlaskClient, published: Recorder) -> None:
+def test_signature_by_an_unknown_secret_is_401(client: IngestClient, published: Recorder) -> None:
     body = sample_bytes("sync.complete")
     assert post(client, body, signed_headers(body, OTHER_SECRET)).status_code == 401
     assert published.messages == []
 
 
-def test_tampered_body_is_401(client: FlaskClient, published: Recorder) -> None:
+def test_tampered_body_is_401(client: IngestClient, published: Recorder) -> None:
     body = sample_bytes("sync.complete")
     headers = signed_headers(body)
     assert post(client, body.replace(b"SUCCESS", b"ERROR"), headers).status_code == 401
     assert published.messages == []
 
 
-def test_signature_for_another_webhook_id_is_401(client: FlaskClient, published: Recorder) -> None:
+def test_signature_for_another_webhook_id_is_401(client: IngestClient, published: Recorder) -> None:
     body = sample_bytes("sync.complete")
     headers = signed_headers(body, webhook_id="msg_original")
     headers["svix-id"] = "msg_replayed"
@@ -259,7 +263,7 @@ def test_signature_for_another_webhook_id_is_401(client: FlaskClient, published:
 
 @pytest.mark.parametrize("offset", [-301, -3600, 301, 86_400])
 def test_timestamp_outside_tolerance_is_401(
-    client: FlaskClient, published: Recorder, offset: int
+    client: IngestClient, published: Recorder, offset: int
 ) -> None:
     body = sample_bytes("sync.complete")
     headers = signed_headers(body, timestamp=int(time.time()) + offset)
@@ -267,9 +271,7 @@ def test_timestamp_outside_tolerance_is_401(
     assert published.messages == []
 
 
-def test_tolerance_is_configurable(
-    configure: Callable[..., FlaskClient], published: Recorder
-) -> None:
+def test_tolerance_is_configurable(configure: Configure, published: Recorder) -> None:
     client = configure(WEBHOOK_TOLERANCE_SECONDS="60")
     body = sample_bytes("sync.complete")
     now = int(time.time())
@@ -280,7 +282,7 @@ def test_tolerance_is_configurable(
 
 @pytest.mark.parametrize("timestamp", ["abc", "1.5e9", "17000000000000", "-5", " ", "NaN", "0x10"])
 def test_non_numeric_timestamp_is_401(
-    client: FlaskClient, published: Recorder, timestamp: str
+    client: IngestClient, published: Recorder, timestamp: str
 ) -> None:
     body = sample_bytes("sync.complete")
     headers = signed_headers(body)
@@ -294,7 +296,7 @@ def test_non_numeric_timestamp_is_401(
     ["v1", "v1,", "v1,a,b", "v1,!!!not-base64!!!", "v1,YWJj=", "garbage", "v2,abc", ",", "v1 v1"],
 )
 def test_malformed_signature_header_is_401(
-    client: FlaskClient, published: Recorder, signature: str
+    client: IngestClient, published: Recorder, signature: str
 ) -> None:
     body = sample_bytes("sync.complete")
     headers = signed_headers(body)
@@ -303,7 +305,7 @@ def test_malformed_signature_header_is_401(
     assert published.messages == []
 
 
-def test_non_utf8_body_is_401_not_500(client: FlaskClient, published: Recorder) -> None:
+def test_non_utf8_body_is_401_not_500(client: IngestClient, published: Recorder) -> None:
     """The svix verifier decodes the body as UTF-8 and raises UnicodeDecodeError otherwise."""
     body = b'{"webhook_event_type": "sync.complete", "x": "\xff\xfe"}'
     webhook_id, timestamp = "msg_binary", str(int(time.time()))
@@ -322,7 +324,7 @@ def test_non_utf8_body_is_401_not_500(client: FlaskClient, published: Recorder) 
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_anything_but_post_is_405(client: FlaskClient, published: Recorder, method: str) -> None:
+def test_anything_but_post_is_405(client: IngestClient, published: Recorder, method: str) -> None:
     body = sample_bytes("sync.complete")
     response = client.open("/", method=method, data=body, headers=signed_headers(body))
     assert response.status_code == 405
@@ -330,57 +332,87 @@ def test_anything_but_post_is_405(client: FlaskClient, published: Recorder, meth
     assert published.messages == []
 
 
-class _ExplodingStream(io.BytesIO):
+async def _exploding_body() -> AsyncIterator[bytes]:
     """A body that fails the test if anything reads it."""
-
-    def read(self, size: int | None = -1) -> bytes:
-        raise AssertionError("the body was read although Content-Length was over the limit")
-
-    def readinto(self, buffer: Any) -> int:
-        raise AssertionError("the body was read although Content-Length was over the limit")
+    raise AssertionError("the body was read although Content-Length was over the limit")
+    yield b""  # pragma: no cover -- makes this an async generator
 
 
 def test_declared_length_over_limit_is_413_before_reading(
-    configure: Callable[..., FlaskClient], published: Recorder
+    configure: Configure, published: Recorder
 ) -> None:
     client = configure(MAX_BODY_BYTES="1000")
     response = client.post(
         "/",
-        input_stream=_ExplodingStream(b"x" * 1001),
-        content_length=1001,
-        headers=signed_headers(b"{}"),
+        data=_exploding_body(),
+        headers={**signed_headers(b"{}"), "Content-Length": "1001"},
     )
     assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
     assert published.messages == []
 
 
 def test_body_over_limit_without_declared_length_is_413_while_reading(
-    configure: Callable[..., FlaskClient], published: Recorder
+    configure: Configure, published: Recorder
 ) -> None:
     client = configure(MAX_BODY_BYTES="1000")
     body = json.dumps({**sample("sync.complete"), "pad": "x" * 2000}).encode()
+    chunk = 100
     served = {"bytes": 0}
 
-    class CountingStream(io.BytesIO):
-        def read(self, size: int | None = -1) -> bytes:
-            chunk = super().read(size)
-            served["bytes"] += len(chunk)
-            return chunk
+    async def streamed() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), chunk):
+            served["bytes"] += len(body[start : start + chunk])
+            yield body[start : start + chunk]
 
-    response = client.post(
-        "/",
-        input_stream=CountingStream(body),
-        headers={**signed_headers(body), "Transfer-Encoding": "chunked"},
-        environ_overrides={"wsgi.input_terminated": True},
-    )
+    # No Content-Length: httpx sends it chunked, as a sender that does not declare it.
+    response = client.post("/", data=streamed(), headers=signed_headers(body))
     assert response.status_code == 413
-    assert served["bytes"] <= 1001
+    # Refused with the chunk that crossed the limit; nothing after it was taken.
+    assert served["bytes"] == 1000 + chunk
     assert published.messages == []
 
 
-def test_body_at_the_limit_is_accepted(
-    configure: Callable[..., FlaskClient], published: Recorder
+def test_a_sender_gone_before_the_body_ends_is_refused_without_a_5xx(
+    client: IngestClient, published: Recorder, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    body = sample_bytes("sync.complete")
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": body[:100], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in signed_headers(body).items()]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    capsys.readouterr()
+    client.run(client.app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    [line] = _log_lines(capsys.readouterr().out)
+    assert (line["severity"], line["event"]) == ("WARNING", "body_incomplete")
+    assert published.messages == []
+
+
+def test_body_at_the_limit_is_accepted(configure: Configure, published: Recorder) -> None:
     base = json.dumps({**sample("sync.complete"), "pad": ""}).encode()
     body = base.replace(b'"pad": ""', b'"pad": "' + b"x" * (1000 - len(base)) + b'"')
     assert len(body) == 1000
@@ -392,13 +424,22 @@ def test_body_at_the_limit_is_accepted(
 
 
 def test_publish_failure_is_503_and_says_nothing_internal(
-    client: FlaskClient, published: Recorder
+    client: IngestClient, published: Recorder
 ) -> None:
-    published.fail_with = publisher.PublishFailed("DeadlineExceeded: 10.1.2.3:443 timed out")
+    published.fail_with = publisher.PublishFailed("DEADLINE_EXCEEDED: 10.1.2.3:443 timed out")
     body = sample_bytes("sync.complete")
     response = post(client, body, signed_headers(body))
     assert response.status_code == 503
+    assert response.json() == {"error": "publish_failed", "detail": "not stored; retry later"}
     assert b"10.1.2.3" not in response.data
+
+
+def test_a_message_pubsub_refuses_as_too_large_is_413(
+    client: IngestClient, published: Recorder
+) -> None:
+    published.fail_with = publisher.MessageRejected("Pub/Sub refused the message")
+    body = sample_bytes("sync.complete")
+    assert post(client, body, signed_headers(body)).status_code == 413
 
 
 # --- logging ---------------------------------------------------------------
@@ -409,7 +450,7 @@ def _log_lines(output: str) -> list[dict[str, Any]]:
 
 
 def test_one_json_log_line_per_request_without_secret_or_body(
-    client: FlaskClient, published: Recorder, capsys: pytest.CaptureFixture[str]
+    client: IngestClient, published: Recorder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     body = json.dumps({**sample("sync.complete"), "error_message": "PRIVATE-MARKER"}).encode()
     capsys.readouterr()
@@ -426,15 +467,19 @@ def test_one_json_log_line_per_request_without_secret_or_body(
     assert published_line["logging.googleapis.com/spanId"] == "cd" * 8
     assert published_line["logging.googleapis.com/trace_sampled"] is True
     assert published_line["logging.googleapis.com/labels"]["component"] == "ingest"
+    # The status actually sent: 204 for a stored webhook.
+    assert published_line["httpRequest"]["status"] == 204
+    assert published_line["httpRequest"]["requestMethod"] == "POST"
     assert rejected_line["severity"] == "WARNING"
     assert rejected_line["event"] == "signature_rejected"
+    assert rejected_line["httpRequest"]["status"] == 401
     assert "PRIVATE-MARKER" not in output
     for secret in (DEV_SECRET, OTHER_SECRET):
         assert secret.removeprefix("whsec_") not in output
 
 
 def test_cloud_trace_header_correlates_the_log_line(
-    client: FlaskClient, published: Recorder, capsys: pytest.CaptureFixture[str]
+    client: IngestClient, published: Recorder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     body = sample_bytes("sync.paused")
     capsys.readouterr()
@@ -453,7 +498,7 @@ def test_cloud_trace_header_correlates_the_log_line(
     ],
 )
 def test_log_severity_by_outcome(
-    client: FlaskClient,
+    client: IngestClient,
     published: Recorder,
     capsys: pytest.CaptureFixture[str],
     event_type: str,
@@ -483,7 +528,7 @@ def test_log_severity_by_outcome(
     ],
 )
 def test_bad_settings_stop_the_function_at_load_without_echoing_secrets(
-    configure: Callable[..., FlaskClient],
+    configure: Configure,
     capsys: pytest.CaptureFixture[str],
     name: str,
     value: str,
@@ -499,9 +544,19 @@ def test_bad_settings_stop_the_function_at_load_without_echoing_secrets(
 
 
 def test_loading_the_function_creates_no_pubsub_client(
-    monkeypatch: pytest.MonkeyPatch, configure: Callable[..., FlaskClient]
+    monkeypatch: pytest.MonkeyPatch, configure: Configure
 ) -> None:
-    created: list[object] = []
-    monkeypatch.setattr(ConfirmingPublisher, "_start", created.append)
-    configure()
-    assert created == []
+    opened: list[object] = []
+
+    async def open_channel() -> object:
+        opened.append(asyncio.get_running_loop())
+        raise OSError("no channel in this test")
+
+    monkeypatch.setattr(publisher, "_open_channel", open_channel)
+    client = configure()
+    assert opened == []
+    # The first publish opens it, inside the event loop that serves the request.
+    body = sample_bytes("sync.complete")
+    assert post(client, body, signed_headers(body)).status_code == 503
+    assert len(opened) == 1
+    assert opened[0] is client._loop

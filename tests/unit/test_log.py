@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -138,16 +142,46 @@ def test_write_behind_lines_appear_without_a_flush(stdout_file: Path) -> None:
     assert record["event"] == "webhook_published"
 
 
-def test_write_behind_errors_are_written_at_once_after_what_is_pending(
+def _wait_for_lines(path: Path, count: int, timeout: float = 10) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while len(path.read_text().splitlines()) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _read_records(path)
+
+
+def test_write_behind_errors_wake_the_writer_at_once_after_what_is_pending(
     stdout_file: Path,
 ) -> None:
     with stdout_to(stdout_file):
-        logger = JsonLogger("ingest", write_behind_seconds=0.01)
+        # An interval far longer than the test may take: only the ERROR line gets them out.
+        logger = JsonLogger("ingest", write_behind_seconds=600)
         logger.log("INFO", "webhook_published", "first")
+        started = time.monotonic()
         logger.log("ERROR", "publish_failed", "second")
-        # No wait: the ERROR line and the line before it are already written.
-        written = [r["message"] for r in _read_records(stdout_file)]
+        # Not written by the caller (the event loop): by the writer, which stops waiting.
+        written = [r["message"] for r in _wait_for_lines(stdout_file, 2)]
+        assert time.monotonic() - started < 10
     assert written == ["first", "second"]
+
+
+def test_write_behind_never_writes_on_the_callers_thread(
+    stdout_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writers: set[str] = set()
+    write = os.write
+
+    def recording_write(fd: int, data: bytes) -> int:
+        writers.add(threading.current_thread().name)
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", recording_write)
+    with stdout_to(stdout_file):
+        logger = JsonLogger("ingest", write_behind_seconds=0.01)
+        logger.log("INFO", "webhook_published", "info")
+        logger.log("ERROR", "publish_failed", "error")
+        records = _wait_for_lines(stdout_file, 2)
+    assert [r["message"] for r in records] == ["info", "error"]
+    assert writers == {"log-writer"}
 
 
 def test_write_behind_falls_back_to_writing_at_once_without_a_file_descriptor() -> None:
@@ -177,7 +211,7 @@ def test_write_behind_lines_pending_at_exit_are_written() -> None:
 
 
 def test_write_behind_survives_errors_interleaved_with_pending_lines(stdout_file: Path) -> None:
-    """An ERROR empties the pending lines; the next line must wake the writer without fault
+    """ERROR lines between pending ones: every line once, in order, whatever the timing
     (a bare lock released twice raised RuntimeError in the request thread here)."""
     with stdout_to(stdout_file):
         logger = JsonLogger("ingest", write_behind_seconds=0.05)
@@ -188,4 +222,116 @@ def test_write_behind_survives_errors_interleaved_with_pending_lines(stdout_file
         records = _read_records(stdout_file)
     assert [(r["message"], r["number"]) for r in records] == [
         (kind, number) for number in range(50) for kind in ("info", "error")
+    ]
+
+
+def test_lines_pending_when_a_server_dies_of_its_re_raised_sigterm_are_written() -> None:
+    """uvicorn's worker drains on SIGTERM, restores the default action and raises it again:
+    no atexit runs. Chained onto its handler, the logger has written everything by then."""
+    script = (
+        "import os, signal, time\n"
+        "from shared.log import JsonLogger, write_at_once_on_shutdown\n"
+        "log = JsonLogger('ingest', write_behind_seconds=600)\n"
+        "captured = []\n"
+        "signal.signal(signal.SIGTERM, lambda signum, frame: captured.append(signum))\n"
+        "write_at_once_on_shutdown()\n"
+        "for n in range(3):\n"
+        "    log.log('INFO', 'webhook_published', 'stored', number=n)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "log.log('INFO', 'webhook_published', 'drained', number=3)\n"
+        "time.sleep(0.1)  # the server's own pause before it waits for the last requests\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        "signal.raise_signal(captured[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert [json.loads(line)["number"] for line in done.stdout.splitlines()] == [0, 1, 2, 3]
+
+
+# --- in an event loop: the loop writes, unless the write could block -------------------------
+
+
+def test_in_an_event_loop_the_loop_writes_its_lines_together_after_the_interval(
+    stdout_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[tuple[str, int]] = []
+    write = os.write
+
+    def recording_write(fd: int, data: bytes) -> int:
+        writes.append((threading.current_thread().name, data.count(b"\n")))
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", recording_write)
+
+    async def serve() -> None:
+        logger = JsonLogger("ingest", write_behind_seconds=0.05)
+        for number in range(5):
+            logger.log("INFO", "webhook_published", "stored", number=number)
+        assert stdout_file.read_text() == ""  # nothing written by log() itself
+        await asyncio.sleep(0.2)
+
+    with stdout_to(stdout_file):
+        asyncio.run(serve())
+        records = _read_records(stdout_file)
+    assert [r["number"] for r in records] == list(range(5))
+    assert writes == [("MainThread", 5)]  # one system call, on the loop's thread
+
+
+def test_in_an_event_loop_an_error_line_is_written_before_log_returns(
+    stdout_file: Path,
+) -> None:
+    async def serve() -> list[str]:
+        logger = JsonLogger("ingest", write_behind_seconds=600)
+        logger.log("INFO", "webhook_published", "first")
+        logger.log("ERROR", "publish_failed", "second")
+        return [str(r["message"]) for r in _read_records(stdout_file)]
+
+    with stdout_to(stdout_file):
+        assert asyncio.run(serve()) == ["first", "second"]
+
+
+def test_in_an_event_loop_a_full_pipe_never_blocks_the_loop_and_loses_nothing() -> None:
+    """The reader of stdout is stuck: the lines wait for a thread, the loop goes on."""
+    read_end, write_end = os.pipe()
+    capacity = fcntl.fcntl(write_end, getattr(fcntl, "F_GETPIPE_SZ", 1032))
+    # Fill the pipe to all but a few bytes, as a reader that fell behind leaves it.
+    os.set_blocking(write_end, False)
+    filler = 0
+    with contextlib.suppress(BlockingIOError):
+        while capacity - filler > 16:
+            filler += os.write(write_end, b"x" * min(4096, capacity - filler - 16))
+    os.set_blocking(write_end, True)
+    stream = os.fdopen(write_end, "w", closefd=False)
+
+    async def serve() -> float:
+        logger = JsonLogger("ingest", write_behind_seconds=0.01)
+        started = time.monotonic()
+        for number in range(200):
+            logger.log("INFO", "webhook_published", "stored", number=number)
+            logger.log("ERROR", "publish_failed", "failed", number=number)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
+        return time.monotonic() - started
+
+    try:
+        with contextlib.redirect_stdout(stream):
+            took = asyncio.run(serve())
+            received = b""
+            deadline = time.monotonic() + 10
+            while received.count(b"\n") < 400 and time.monotonic() < deadline:
+                received += os.read(read_end, 1 << 20)
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+    assert took < 5  # the loop never waited for the stuck reader
+    lines = [json.loads(line) for line in received.lstrip(b"x").splitlines()]
+    assert [(r["message"], r["number"]) for r in lines] == [
+        (kind, number) for number in range(200) for kind in ("stored", "failed")
     ]

@@ -1,21 +1,22 @@
-"""The confirming publisher's batching, deadlines and back-pressure, over a fake Publish RPC.
+"""The asyncio publisher's batching, retries, deadlines and back-pressure, over a fake RPC.
 
 The real RPC against the emulator is covered by the integration tests; here the
 call is replaced so that each test controls exactly when and how Pub/Sub answers.
+Each test runs its own event loop (asyncio.run), as a server's worker does.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import pytest
 
-from shared import publisher
-from shared.publisher import ConfirmingPublisher, PublisherConfig
+from ingest_fn import publisher
+from ingest_fn.publisher import AsyncPublisher, MessageRejected, PublisherConfig, PublishFailed
 from shared.settings import PUBSUB_MAX_REQUEST_BYTES
 
 TOPIC = "projects/p/topics/events"
@@ -34,344 +35,338 @@ class FakeRpcError(grpc.RpcError):  # type: ignore[misc]
 
 
 class FakePublish:
-    """Stands in for the Publish RPC: records requests, answers ids, or blocks or fails."""
+    """Stands in for the Publish RPC: records requests, answers ids, or blocks or fails.
+
+    Like a real channel, it ends a call at its timeout with DEADLINE_EXCEEDED.
+    """
 
     def __init__(self) -> None:
         self.requests: list[Any] = []
-        self.calling_threads: list[int] = []
-        self.gate = threading.Event()
+        self.started: list[Any] = []
+        self.gate = asyncio.Event()
         self.gate.set()
-        self.entered = threading.Semaphore(0)
-        self.fail_with: Exception | None = None
-        # Hang until the gate opens, whatever the deadline (a frozen Pub/Sub).
-        self.ignore_timeout = False
-        self._lock = threading.Lock()
+        # Codes to fail the next calls with, one per call, before answering normally.
+        self.failures: list[grpc.StatusCode] = []
+        self.fail_always: grpc.StatusCode | None = None
+        self.in_flight = 0
+        self.most_in_flight = 0
         self._next_id = 0
 
-    def __call__(self, request: Any, *, timeout: float, metadata: object) -> Any:
-        del metadata
-        self.entered.release()
-        if not self.gate.wait(None if self.ignore_timeout else timeout):
-            raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED)
-        with self._lock:
+    async def __call__(self, request: Any, *, timeout: float, metadata: object) -> Any:
+        assert ("x-goog-request-params", f"topic={request.topic}") in metadata  # type: ignore[operator]
+        self.started.append(request)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            try:
+                await asyncio.wait_for(self.gate.wait(), timeout)
+            except TimeoutError:
+                raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            if self.fail_always is not None:
+                raise FakeRpcError(self.fail_always)
+            if self.failures:
+                raise FakeRpcError(self.failures.pop(0))
             self.requests.append(request)
-            self.calling_threads.append(threading.get_ident())
-            if self.fail_with is not None:
-                raise self.fail_with
             ids = [str(self._next_id + n) for n in range(len(request.messages))]
             self._next_id += len(ids)
-        return publisher._PublishResponse(message_ids=ids)
+            return publisher._PublishResponse(message_ids=ids)
+        finally:
+            self.in_flight -= 1
 
     @property
-    def messages(self) -> list[Any]:
-        return [message for request in self.requests for message in request.messages]
+    def batches(self) -> list[list[bytes]]:
+        return [[m.data for m in request.messages] for request in self.requests]
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakePublish:
     fake = FakePublish()
 
-    def start(self: ConfirmingPublisher) -> None:
+    async def open_(self: AsyncPublisher) -> None:
+        self._loop = asyncio.get_running_loop()
         self._call = fake
 
-    monkeypatch.setattr(ConfirmingPublisher, "_start", start)
+    monkeypatch.setattr(AsyncPublisher, "_open", open_)
     return fake
 
 
-def make(**overrides: Any) -> ConfirmingPublisher:
+def make(**overrides: Any) -> AsyncPublisher:
     settings: dict[str, Any] = {
         "project_id": "p",
         "timeout_seconds": 5.0,
-        "batch_max_latency_seconds": 0.0,
         "batch_max_messages": 50,
         "max_outstanding": 1000,
     }
     settings.update(overrides)
-    return ConfirmingPublisher(PublisherConfig(**settings))
+    return AsyncPublisher(PublisherConfig(**settings))
 
 
-def in_threads(count: int, target: Callable[[int], object]) -> Callable[[], list[object]]:
-    """Start target(0..count-1) concurrently; the returned function joins them and
-    gives each result or exception, in order."""
-    results: list[object] = [None] * count
-
-    def run(number: int) -> None:
-        try:
-            results[number] = target(number)
-        except Exception as exc:  # noqa: BLE001
-            results[number] = exc
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-
-    def join() -> list[object]:
-        for thread in threads:
-            thread.join(timeout=30)
-            assert not thread.is_alive()
-        return results
-
-    return join
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 30))
 
 
-def hold_the_send_slot(fake: FakePublish, pub: ConfirmingPublisher) -> Callable[[], object]:
-    """Start one publish whose RPC hangs until `fake.gate` opens, whatever its deadline (the
-    real channel ends an RPC at its deadline; the integration tests freeze the emulator for
-    that). With one send slot, everything published meanwhile queues behind it."""
-    fake.gate.clear()
-    fake.ignore_timeout = True
-    holder = in_threads(1, lambda n: pub.publish(TOPIC, b"holder", {}))
-    assert fake.entered.acquire(timeout=2)
-    return holder
+async def settled(tasks: list[asyncio.Task[str]]) -> list[object]:
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
 
 
-def oversleep(monkeypatch: pytest.MonkeyPatch, late: Mapping[bytes, float]) -> None:
-    """The threads of these messages are not scheduled until `late[data]` s after their
-    deadline, whatever wakes them: their wait reports a timeout."""
-    wait = publisher._Pending.wait
-
-    def descheduled(self: publisher._Pending, timeout: float) -> bool:
-        if self.data not in late:
-            return wait(self, timeout)
-        time.sleep(max(0.0, timeout) + late[self.data])
-        return False
-
-    monkeypatch.setattr(publisher._Pending, "wait", descheduled)
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until `condition` holds (the fake's gate keeps the rest waiting)."""
+    while not condition():
+        await asyncio.sleep(0)
 
 
 def test_one_message_is_published_byte_exact_with_its_attributes(fake: FakePublish) -> None:
-    data = b'{"b": 1,  "a": "\xc3\xa9"}\n'
-    attributes = {"event_type": "sync.complete", "webhook_id": "msg_1"}
-    message_id = make().publish(TOPIC, data, attributes)
-    [request] = fake.requests
-    assert request.topic == TOPIC
-    [message] = request.messages
-    assert message.data == data
-    assert dict(message.attributes) == attributes
-    assert message_id == "0"
+    async def test() -> None:
+        data = b'{"b": 1,  "a": "\xc3\xa9"}\n'
+        attributes = {"event_type": "sync.complete", "webhook_id": "msg_1"}
+        pub = make()
+        assert await pub.publish(TOPIC, data, attributes) == "0"
+        [request] = fake.requests
+        assert request.topic == TOPIC
+        [message] = request.messages
+        assert message.data == data
+        assert dict(message.attributes) == attributes
+        assert pub.outstanding == 0
+
+    run(test)
 
 
-def test_concurrent_messages_share_batches_and_each_gets_its_own_id(fake: FakePublish) -> None:
-    fake.gate.clear()
-    pub = make(batch_max_latency_seconds=0.01)
-    count = 24
-
-    def send(number: int) -> tuple[str, str]:
-        return str(number), pub.publish(TOPIC, str(number).encode(), {"n": str(number)})
-
-    results = in_threads(count, send)
-    # Let the first RPC in only once everyone is waiting, so that the rest queue up.
-    time.sleep(0.3)
-    fake.gate.set()
-    answers: dict[str, str] = dict(r for r in results() if isinstance(r, tuple))
-    assert len(answers) == count
-    assert len(fake.requests) < count, "messages were not batched"
-    sent = {message.attributes["n"]: message.data for message in fake.messages}
-    assert sent == {str(n): str(n).encode() for n in range(count)}
-    # Each caller got the id Pub/Sub gave its own message.
-    ids = {m.attributes["n"]: str(i) for i, m in enumerate(fake.messages)}
-    assert answers == ids
-
-
-def test_request_threads_send_themselves_without_sender_threads(fake: FakePublish) -> None:
-    before = threading.active_count()
-    pub = make()
-    results = in_threads(8, lambda n: pub.publish(TOPIC, b"x", {"n": str(n)}))()
-    assert all(isinstance(result, str) for result in results)
-    assert threading.active_count() == before
-    assert len(fake.requests) >= 1
-    own = threading.get_ident()
-    pub.publish(TOPIC, b"y", {})
-    assert fake.calling_threads[-1] == own
-
-
-def test_with_one_send_slot_the_rest_wait_to_leave_together(fake: FakePublish) -> None:
-    fake.gate.clear()
-    pub = make(max_concurrent_sends=1)
-    results = in_threads(9, lambda n: pub.publish(TOPIC, b"x", {"n": str(n)}))
-    assert fake.entered.acquire(timeout=2)
-    # While the first RPC hangs, no second one starts: the others queue behind it.
-    assert not fake.entered.acquire(timeout=0.3)
-    fake.gate.set()
-    assert all(isinstance(result, str) for result in results())
-    assert len(fake.messages) == 9
-    # The first RPC may have left with a few; the ones queued behind it left as one.
-    assert len(fake.requests) == 2
-    assert len(fake.requests[0].messages) + len(fake.requests[1].messages) == 9
-
-
-def test_topics_are_never_mixed_in_one_request(fake: FakePublish) -> None:
-    fake.gate.clear()
-    pub = make(batch_max_latency_seconds=0.01)
-    topics = (TOPIC, OTHER_TOPIC)
-    results = in_threads(10, lambda n: pub.publish(topics[n % 2], topics[n % 2].encode(), {}))
-    time.sleep(0.2)
-    fake.gate.set()
-    assert all(isinstance(result, str) for result in results())
-    for request in fake.requests:
-        assert {message.data for message in request.messages} == {request.topic.encode()}
-    assert sum(len(request.messages) for request in fake.requests) == 10
-    assert {request.topic for request in fake.requests} == {TOPIC, OTHER_TOPIC}
-
-
-def test_batches_respect_the_message_limit(fake: FakePublish) -> None:
-    fake.gate.clear()
-    pub = make(batch_max_messages=3)
-    results = in_threads(10, lambda n: pub.publish(TOPIC, b"x", {}))
-    time.sleep(0.2)
-    fake.gate.set()
-    assert all(isinstance(result, str) for result in results())
-    assert max(len(request.messages) for request in fake.requests) <= 3
-    assert len(fake.messages) == 10
-
-
-def test_no_confirmation_in_time_fails_within_the_timeout(fake: FakePublish) -> None:
-    fake.gate.clear()
-    pub = make(timeout_seconds=0.5)
-    started = time.monotonic()
-    with pytest.raises(publisher.PublishFailed):
-        pub.publish(TOPIC, b"x", {})
-    assert time.monotonic() - started < 1.5
-
-
-def test_a_queued_message_times_out_too_and_is_then_not_sent(fake: FakePublish) -> None:
-    pub = make(timeout_seconds=0.5, batch_max_messages=1, max_concurrent_sends=1)
-    holders = hold_the_send_slot(fake, pub)
-    started = time.monotonic()
-    with pytest.raises(publisher.PublishFailed):
-        pub.publish(TOPIC, b"queued", {})
-    assert time.monotonic() - started < 1.5
-    fake.gate.set()
-    holders()
-    # Nothing stalls afterwards, and the message given up on while queued is never sent.
-    assert pub.publish(TOPIC, b"after", {}) is not None
-    sent = [message.data for message in fake.messages]
-    assert b"queued" not in sent
-    assert sent[-1] == b"after"
-    # No send slot or outstanding count was left behind by the message given up on.
-    assert (pub._sending, pub._outstanding) == (0, 0)
-
-
-def test_after_pubsub_recovers_publishing_goes_on(fake: FakePublish) -> None:
-    fake.gate.clear()
-    pub = make(timeout_seconds=0.3)
-    failed = in_threads(6, lambda n: pub.publish(TOPIC, b"x", {}))()
-    assert all(isinstance(result, publisher.PublishFailed) for result in failed)
-    fake.gate.set()
-    results = in_threads(6, lambda n: pub.publish(TOPIC, str(n).encode(), {}))()
-    assert all(isinstance(result, str) for result in results)
-
-
-def test_a_batch_handed_to_threads_that_gave_up_does_not_lose_the_send_slot(
-    fake: FakePublish, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The race: Pub/Sub answers just as the queued messages time out, the next batch
-    goes to a thread that has given up, which passes it to one that has already left."""
-    # One slot, so that losing it shows: every later publish would wait for nothing.
-    pub = make(timeout_seconds=0.5, max_concurrent_sends=1)
-    holder = hold_the_send_slot(fake, pub)
-    # "second" (batched after "first") is the first to give up and leave.
-    oversleep(monkeypatch, {b"first": 0.3, b"second": 0.1})
-    queued = in_threads(2, lambda n: pub.publish(TOPIC, (b"first", b"second")[n], {}))
-    time.sleep(0.2)
-    fake.gate.set()
-    holder()
-    assert all(isinstance(result, publisher.PublishFailed) for result in queued())
-    # The slot came back: the next message is sent, not queued until it times out.
-    assert pub.publish(TOPIC, b"after", {}) is not None
-    assert fake.messages[-1].data == b"after"
-
-
-def test_a_message_confirmed_as_its_wait_runs_out_answers_with_its_id(
-    fake: FakePublish, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Stored is stored: a 503 here would only make Svix send it again."""
-    pub = make(timeout_seconds=0.5, max_concurrent_sends=1)
-    holder = hold_the_send_slot(fake, pub)
-    oversleep(monkeypatch, {b"late": 0.1})
-    # "first" leads the next batch and sends "late" with it, long before late's deadline.
-    queued = in_threads(2, lambda n: pub.publish(TOPIC, (b"first", b"late")[n], {}))
-    time.sleep(0.1)
-    fake.gate.set()
-    holder()
-    first, late = queued()
-    assert isinstance(first, str) and isinstance(late, str)
-    assert {m.data for m in fake.requests[-1].messages} == {b"first", b"late"}
-
-
-def test_back_pressure_refuses_beyond_max_outstanding(fake: FakePublish) -> None:
-    fake.gate.clear()
-    pub = make(max_outstanding=2, timeout_seconds=3)
-    waiting = in_threads(2, lambda n: pub.publish(TOPIC, b"x", {}))
-    # Both are now outstanding (sent, or queued behind the send): a third is refused at once.
-    assert fake.entered.acquire(timeout=2)
-    deadline = time.monotonic() + 2
-    while pub._outstanding < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    started = time.monotonic()
-    with pytest.raises(publisher.PublishFailed, match="already wait"):
-        pub.publish(TOPIC, b"refused", {})
-    assert time.monotonic() - started < 0.2
-    fake.gate.set()
-    assert all(isinstance(result, str) for result in waiting())
-    # Once answered, they no longer count.
-    assert pub.publish(TOPIC, b"later", {}) is not None
-
-
-def test_a_non_transient_error_fails_every_message_of_the_batch(fake: FakePublish) -> None:
-    fake.fail_with = FakeRpcError(grpc.StatusCode.PERMISSION_DENIED)
-    fake.gate.clear()
-    pub = make(batch_max_latency_seconds=0.01)
-    results = in_threads(5, lambda n: pub.publish(TOPIC, b"x", {}))
-    time.sleep(0.2)
-    fake.gate.set()
-    assert all(isinstance(result, publisher.PublishFailed) for result in results())
-    fake.fail_with = None
-    assert pub.publish(TOPIC, b"ok", {}) is not None
-
-
-def test_transient_errors_are_retried_until_confirmed(fake: FakePublish) -> None:
-    failures = iter([FakeRpcError(grpc.StatusCode.UNAVAILABLE)] * 2)
-    original = fake.__call__
-
-    def flaky(request: Any, *, timeout: float, metadata: object) -> Any:
-        error = next(failures, None)
-        if error is not None:
-            raise error
-        return original(request, timeout=timeout, metadata=metadata)
-
-    pub = make()
-    pub._call = flaky
-    pub._started = True
-    assert pub.publish(TOPIC, b"x", {}) == "0"
-
-
-def test_a_message_pubsub_refuses_as_invalid_is_rejected(fake: FakePublish) -> None:
-    fake.fail_with = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT)
-    with pytest.raises(publisher.MessageRejected):
-        make().publish(TOPIC, b"x", {})
-
-
-def test_a_message_over_the_request_limit_is_rejected_unsent(fake: FakePublish) -> None:
-    with pytest.raises(publisher.MessageRejected):
-        make().publish(TOPIC, b"x" * PUBSUB_MAX_REQUEST_BYTES, {})
-    assert fake.requests == []
-
-
-def test_a_message_whose_deadline_passed_before_its_batch_left_fails_and_is_not_sent(
+def test_messages_arriving_while_an_rpc_is_out_leave_together_in_the_next(
     fake: FakePublish,
 ) -> None:
-    """A leader woken just before its deadline may reach the send after it, and so may
-    messages in its batch: those answer 503 unsent, the rest go out."""
+    async def test() -> None:
+        pub = make()
+        fake.gate.clear()
+        first = asyncio.create_task(pub.publish(TOPIC, b"first", {}))
+        await until(lambda: len(fake.started) == 1)
+        later = [asyncio.create_task(pub.publish(TOPIC, b"m%d" % n, {})) for n in range(5)]
+        await until(lambda: pub.outstanding == 6)
+        assert len(fake.started) == 1  # one RPC out at a time
+        fake.gate.set()
+        ids = await settled([first, *later])
+        assert fake.batches == [[b"first"], [b"m0", b"m1", b"m2", b"m3", b"m4"]]
+        assert ids == ["0", "1", "2", "3", "4", "5"]
+        assert fake.most_in_flight == 1
+        assert pub.outstanding == 0
+
+    run(test)
+
+
+def test_a_batch_holds_at_most_batch_max_messages(fake: FakePublish) -> None:
+    async def test() -> None:
+        pub = make(batch_max_messages=3)
+        fake.gate.clear()
+        tasks = [asyncio.create_task(pub.publish(TOPIC, b"m%d" % n, {})) for n in range(7)]
+        await until(lambda: len(fake.started) == 1)
+        fake.gate.set()
+        await settled(tasks)
+        assert [len(batch) for batch in fake.batches] == [3, 3, 1]
+
+    run(test)
+
+
+def test_each_request_holds_one_topic_and_no_message_is_overtaken_within_its_topic(
+    fake: FakePublish,
+) -> None:
+    async def test() -> None:
+        pub = make()
+        fake.gate.clear()
+        holder = asyncio.create_task(pub.publish(TOPIC, b"holder", {}))
+        await until(lambda: len(fake.started) == 1)
+        order = [(TOPIC, b"e1"), (OTHER_TOPIC, b"q1"), (TOPIC, b"e2"), (OTHER_TOPIC, b"q2")]
+        tasks = [asyncio.create_task(pub.publish(t, d, {})) for t, d in order]
+        await until(lambda: pub.outstanding == 5)
+        fake.gate.set()
+        await settled([holder, *tasks])
+        assert [(r.topic, [m.data for m in r.messages]) for r in fake.requests] == [
+            (TOPIC, [b"holder"]),
+            (TOPIC, [b"e1", b"e2"]),
+            (OTHER_TOPIC, [b"q1", b"q2"]),
+        ]
+
+    run(test)
+
+
+def test_transient_errors_are_retried_and_what_queued_meanwhile_joins_the_retry(
+    fake: FakePublish,
+) -> None:
+    async def test() -> None:
+        pub = make()
+        fake.failures = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE]
+        first = asyncio.create_task(pub.publish(TOPIC, b"first", {}))
+        await until(lambda: len(fake.started) == 1)
+        await asyncio.sleep(0.01)  # inside the first back-off
+        second = asyncio.create_task(pub.publish(TOPIC, b"second", {}))
+        assert await settled([first, second]) == ["0", "1"]
+        assert len(fake.started) == 3
+        assert fake.batches == [[b"first", b"second"]]
+        assert pub.outstanding == 0
+
+    run(test)
+
+
+def test_transient_errors_until_the_deadline_fail_the_publish_in_time(
+    fake: FakePublish,
+) -> None:
+    async def test() -> None:
+        pub = make(timeout_seconds=0.4)
+        fake.fail_always = grpc.StatusCode.UNAVAILABLE
+        started = time.monotonic()
+        with pytest.raises(PublishFailed, match=r"no confirmation within 0\.4s"):
+            await pub.publish(TOPIC, b"x", {})
+        assert 0.4 <= time.monotonic() - started < 1.0
+        assert len(fake.started) >= 3  # retried with back-off meanwhile
+        await until(lambda: pub.outstanding == 0)
+
+    run(test)
+
+
+def test_a_permanent_error_fails_at_once_without_a_retry(fake: FakePublish) -> None:
+    async def test() -> None:
+        pub = make()
+        fake.fail_always = grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(PublishFailed, match="PERMISSION_DENIED"):
+            await pub.publish(TOPIC, b"x", {})
+        assert len(fake.started) == 1
+        assert pub.outstanding == 0
+
+    run(test)
+
+
+def test_a_message_pubsub_calls_invalid_is_rejected(fake: FakePublish) -> None:
+    async def test() -> None:
+        fake.fail_always = grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(MessageRejected):
+            await make().publish(TOPIC, b"x", {})
+
+    run(test)
+
+
+def test_a_message_over_pubsubs_request_limit_is_rejected_without_an_rpc(
+    fake: FakePublish,
+) -> None:
+    async def test() -> None:
+        with pytest.raises(MessageRejected):
+            await make().publish(TOPIC, b"x" * PUBSUB_MAX_REQUEST_BYTES, {})
+        assert fake.started == []
+
+    run(test)
+
+
+def test_a_frozen_pubsub_answers_every_message_by_its_own_deadline(fake: FakePublish) -> None:
+    async def test() -> None:
+        pub = make(timeout_seconds=0.5)
+        fake.gate.clear()
+        in_rpc = asyncio.create_task(pub.publish(TOPIC, b"in-rpc", {}))
+        await until(lambda: len(fake.started) == 1)
+        await asyncio.sleep(0.2)
+        queued = asyncio.create_task(pub.publish(TOPIC, b"queued", {}))
+        started = time.monotonic()
+        results = await settled([in_rpc, queued])
+        assert all(isinstance(result, PublishFailed) for result in results)
+        # The queued one waited its own 0.5 s, not the RPC's deadline nor a retry's.
+        assert 0.45 <= time.monotonic() - started < 0.9
+        assert fake.requests == []
+        await until(lambda: pub.outstanding == 0)
+
+    run(test)
+
+
+def test_beyond_max_outstanding_a_publish_is_refused_at_once(fake: FakePublish) -> None:
+    async def test() -> None:
+        pub = make(max_outstanding=3)
+        fake.gate.clear()
+        waiting = [asyncio.create_task(pub.publish(TOPIC, b"m%d" % n, {})) for n in range(3)]
+        await until(lambda: pub.outstanding == 3)
+        with pytest.raises(PublishFailed, match="already wait"):
+            await pub.publish(TOPIC, b"one too many", {})
+        fake.gate.set()
+        assert await settled(waiting) == ["0", "1", "2"]
+        # Room again once Pub/Sub answered.
+        assert await pub.publish(TOPIC, b"again", {}) == "3"
+
+    run(test)
+
+
+def test_a_message_whose_caller_left_is_not_sent(fake: FakePublish) -> None:
+    async def test() -> None:
+        pub = make()
+        fake.gate.clear()
+        holder = asyncio.create_task(pub.publish(TOPIC, b"holder", {}))
+        await until(lambda: len(fake.started) == 1)
+        gone = asyncio.create_task(pub.publish(TOPIC, b"gone", {}))
+        kept = asyncio.create_task(pub.publish(TOPIC, b"kept", {}))
+        await until(lambda: pub.outstanding == 3)
+        gone.cancel()
+        fake.gate.set()
+        await settled([holder, gone, kept])
+        assert fake.batches == [[b"holder"], [b"kept"]]
+        assert pub.outstanding == 0
+
+    run(test)
+
+
+def test_small_messages_do_not_wait_behind_a_large_ones_upload(fake: FakePublish) -> None:
+    async def test() -> None:
+        pub = make()
+        fake.gate.clear()
+        large = asyncio.create_task(pub.publish(TOPIC, b"L" * 2_000_000, {}))
+        await until(lambda: len(fake.started) == 1)
+        small = asyncio.create_task(pub.publish(TOPIC, b"small", {}))
+        await until(lambda: len(fake.started) == 2)
+        assert fake.in_flight == 2
+        fake.gate.set()
+        await settled([large, small])
+        # Once the large upload is over, one RPC at a time again.
+        fake.gate.clear()
+        tasks = [asyncio.create_task(pub.publish(TOPIC, b"m%d" % n, {})) for n in range(3)]
+        await until(lambda: len(fake.started) == 3)
+        await asyncio.sleep(0.01)
+        assert fake.in_flight == 1
+        fake.gate.set()
+        await settled(tasks)
+
+    run(test)
+
+
+def test_the_channel_opens_once_on_the_first_publishes_in_the_running_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakePublish()
+    opened: list[asyncio.AbstractEventLoop] = []
+
+    class Channel:
+        def unary_unary(self, method: str, **_: object) -> FakePublish:
+            assert method == "/google.pubsub.v1.Publisher/Publish"
+            return fake
+
+    async def open_channel() -> Channel:
+        opened.append(asyncio.get_running_loop())
+        await asyncio.sleep(0.01)
+        return Channel()
+
+    monkeypatch.setattr(publisher, "_open_channel", open_channel)
     pub = make()
-    pub._start()
-    now = time.monotonic()
-    late = publisher._Pending(TOPIC, b"late", {}, now - 10, timeout=1)
-    live = publisher._Pending(TOPIC, b"live", {}, now, timeout=5)
-    pub._sending, pub._outstanding = 1, 2
-    pub._send([late, live])
-    assert isinstance(late.error, publisher.PublishFailed)
-    assert "before the message was sent" in str(late.error)
-    assert live.message_id == "0"
-    assert [message.data for message in fake.messages] == [b"live"]
-    assert (pub._sending, pub._outstanding) == (0, 0)
+    assert opened == []
+
+    async def test() -> None:
+        ids = await asyncio.gather(*(pub.publish(TOPIC, b"m%d" % n, {}) for n in range(3)))
+        assert sorted(ids) == ["0", "1", "2"]
+        assert opened == [asyncio.get_running_loop()]
+
+    run(test)
+
+
+def test_the_emulator_host_selects_an_insecure_channel_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")
+
+    async def test() -> None:
+        channel = await publisher._open_channel()
+        try:
+            assert isinstance(channel, grpc.aio.Channel)
+        finally:
+            await channel.close()
+
+    run(test)

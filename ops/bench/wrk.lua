@@ -1,7 +1,7 @@
--- wrk script for `make bench-ingest` (ops/bench_ingest.py): replays webhooks that
+-- wrk script for `make bench-ingest` (ops/bench/ingest.py): replays webhooks that
 -- Python signed just before the run, since wrk cannot compute HMAC-SHA256.
 --
--- Usage: wrk -t N ... -s ops/bench_wrk.lua URL -- BODY_FILE SIGNED_FILE N
+-- Usage: wrk -t N ... -s ops/bench/wrk.lua URL -- BODY_FILE SIGNED_FILE N
 --   BODY_FILE    the webhook body, sent as is with every request
 --   SIGNED_FILE  one "svix-id timestamp signature" line per request
 -- Each wrk thread takes every N-th line so no svix-id is sent twice, unless a
