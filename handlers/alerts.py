@@ -34,6 +34,8 @@ def handle(event: WebhookEvent, context: HandlerContext) -> None:
 
 
 def alert(context: HandlerContext, alert: Alert) -> None:
+    # A line and hooks outside Firestore: held first, so a concurrent duplicate writes neither.
+    context.claim()
     raise_alert(
         alert, log=context.log, hooks=context.hooks.alerts_for(alert.kind), once=context.once
     )

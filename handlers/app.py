@@ -2,8 +2,8 @@
 
 Each route runs the same steps, in this order: authenticate, parse the
 envelope, check the event is this route's (the emulator ignores subscription
-filters), parse the event, claim it in the ledger, run the handler, mark it
-done. `_respond` turns the outcome or the error into the answer through
+filters), parse the event, run the handler, mark it done in the ledger (with
+its Firestore effects, or claimed first where it has others: handlers/context.py). `_respond` turns the outcome or the error into the answer through
 handlers.errors.disposition, the one mapping the worker uses too.
 """
 
@@ -19,9 +19,15 @@ import flask
 
 from handlers.context import HandlerContext
 from handlers.envelope import MAX_ENVELOPE_BYTES, BadEnvelope, PushMessage, parse_push
-from handlers.errors import Busy, Finished, HandlerError, StorageBusy, as_handler_error, disposition
+from handlers.errors import (
+    AlreadyDone,
+    Finished,
+    HandlerError,
+    StorageBusy,
+    as_handler_error,
+    disposition,
+)
 from handlers.idempotency import ledger_key
-from handlers.ledger import ClaimState
 from handlers.runtime import Runtime
 from shared.contract import Attr, truncate_utf8
 from shared.errors import InvalidEvent, PermanentError
@@ -123,14 +129,6 @@ def _process(delivery: _Delivery) -> Finished:
     if not route.accepts(event.webhook_event_type):
         return NOT_MINE
 
-    ledger = runtime.ledger
-    key = ledger_key(route, message, event)
-    claim = ledger.claim(route.name, key)
-    if claim.state is ClaimState.DONE:
-        return DUPLICATE
-    if claim.state is ClaimState.BUSY:
-        raise Busy(f"another attempt holds {route.name}/{key}")
-
     context = HandlerContext(
         handler=route.name,
         message=message,
@@ -138,22 +136,25 @@ def _process(delivery: _Delivery) -> Finished:
         hooks=runtime.hooks,
         logger=runtime.logger,
         trace=delivery.trace,
-        _ledger=ledger,
-        _claim=claim,
+        _ledger=runtime.ledger,
+        _key=ledger_key(route, message, event),
         backfill_store=runtime.backfill_store,
         settings=runtime.settings,
         backfills=runtime.backfills,
     )
     try:
+        if runtime.settings.claim_every_delivery:
+            context.claim()
         handler.fn(event, context)
-        if not context.completed:
-            ledger.complete(claim)
+        context.finish()
+    except AlreadyDone:
+        return DUPLICATE
     except PermanentError as exc:
-        ledger.release(claim, error=str(exc))
+        context.release(str(exc))
         reason = getattr(exc, "reason", "handler_failed")
         return _dead_letter(delivery, message.data, message.attributes, reason, str(exc))
     except BaseException as exc:
-        ledger.release(claim, error=f"{type(exc).__name__}: {exc}")
+        context.release(f"{type(exc).__name__}: {exc}")
         raise
     return DONE
 

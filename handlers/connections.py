@@ -104,7 +104,11 @@ def _run_cleanups(event: ConnectionDeleted, context: HandlerContext) -> None:
         connection_id=event.connection_id,
         event=event,
     )
-    for hook in context.hooks.cleanups_for(provider=event.provider_name):
+    cleanups = context.hooks.cleanups_for(provider=event.provider_name)
+    if cleanups:
+        # Effects outside Firestore: held first, so a concurrent duplicate does not run them.
+        context.claim()
+    for hook in cleanups:
         hook.fn(deleted)
         context.log(
             "INFO",

@@ -100,3 +100,28 @@ def _delivery_attempt(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadEnvelope("deliveryAttempt is not a positive integer")
     return value
+
+
+def encode_push(
+    data: bytes,
+    attributes: dict[str, str],
+    *,
+    message_id: str,
+    subscription: str = "projects/local/subscriptions/local",
+    delivery_attempt: int | None = None,
+    publish_time: str = "2026-11-28T12:00:00.000Z",
+) -> bytes:
+    """The body a push subscription POSTs for one message: what `parse_push` reads, for
+    the tests and benchmarks that drive a handler app without Pub/Sub."""
+    envelope: dict[str, Any] = {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes,
+            "messageId": message_id,
+            "publishTime": publish_time,
+        },
+        "subscription": subscription,
+    }
+    if delivery_attempt is not None:
+        envelope["deliveryAttempt"] = delivery_attempt
+    return json.dumps(envelope).encode()

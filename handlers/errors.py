@@ -21,6 +21,10 @@ from shared.errors import PermanentError, PipelineError, RetryableError
 from shared.log import Severity
 
 
+class AlreadyDone(Exception):
+    """The event already took effect on this route: acknowledged as a duplicate."""
+
+
 class HandlerError(PipelineError):
     """A failure whose answer is decided by its type."""
 

@@ -1,12 +1,14 @@
-"""The idempotency ledger: each (handler, webhook_id) takes effect once.
+"""The idempotency ledger: each (handler, key) takes effect once.
 
 Pub/Sub and Svix both deliver at least once, so the same webhook reaches a
-handler several times, sometimes concurrently. Before working, a handler
-claims the ledger entry; the claim is a lease (handlers/lease.py), so an
-attempt that crashed stops blocking the event once the lease expires.
-Firestore effects can commit in the same transaction that marks the entry
-done (see `mark_done`), which makes them exactly-once, not just at-most-once
-per lease.
+handler several times, sometimes concurrently. A delivery whose effects are
+all Firestore writes needs no claim: `commit` applies them and creates the
+done entry in one transaction, and a duplicate's transaction fails on that
+entry, so only one commits. A delivery with effects outside Firestore (a
+hook, a Cloud Tasks enqueue, an alert line) claims the entry first; the
+claim is a lease (handlers/lease.py), so an attempt that crashed stops
+blocking the event once the lease expires, and its Firestore effects commit
+with the done mark (`commit_claimed`), never after a lost lease.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
-from handlers.errors import Busy, StorageBusy
+from handlers.errors import AlreadyDone, Busy, StorageBusy
 from handlers.lease import RELEASED, Lease, Leases
+
+T = TypeVar("T")
 
 COLLECTION: Final = "processed_events"
 # Entries carry this field for the Firestore TTL policy Terraform sets on it.
@@ -122,32 +126,114 @@ class Ledger:
             return Claim(ClaimState.BUSY, ref, attempts)
         return None
 
-    @staticmethod
-    def check_lease(claim: Claim, transaction: firestore.Transaction) -> None:
-        """Read, inside `transaction`, that the claim is still ours; raise LeaseLost if not.
-
-        With `mark_done` in the same transaction as a handler's writes, the
-        writes and the done mark commit together or not at all.
-        """
-        assert claim.lease is not None
-        Leases.check(claim.lease, transaction)
-
-    @staticmethod
-    def mark_done(claim: Claim, transaction: firestore.Transaction) -> None:
-        now = datetime.now(UTC)
-        transaction.update(
-            claim.ref, {"state": "done", "completed_at": now, "updated_at": now, **RELEASED}
-        )
-
-    def complete(self, claim: Claim) -> None:
-        """Mark done in a transaction of its own (for effects outside Firestore)."""
+    def commit_claimed(self, claim: Claim, work: Callable[[firestore.Transaction], T]) -> T:
+        """Run `work` and mark the claimed entry done in one transaction, if the lease is
+        still ours (LeaseLost if not: nothing of it is stored)."""
 
         @firestore.transactional
-        def run(transaction: firestore.Transaction) -> None:
-            self.check_lease(claim, transaction)
-            self.mark_done(claim, transaction)
+        def run(transaction: firestore.Transaction) -> T:
+            # Firestore wants every read before the first write: check the lease first.
+            assert claim.lease is not None
+            Leases.check(claim.lease, transaction)
+            result = work(transaction)
+            now = datetime.now(UTC)
+            transaction.update(
+                claim.ref, {"state": "done", "completed_at": now, "updated_at": now, **RELEASED}
+            )
+            return result
 
-        run(self._client.transaction())
+        result: T = run(self._client.transaction())
+        return result
+
+    def complete(self, claim: Claim) -> None:
+        """Mark a claimed entry done (its effects were outside Firestore)."""
+        self.commit_claimed(claim, lambda transaction: None)
+
+    def commit(self, handler: str, key: str, work: Callable[[firestore.Transaction], T]) -> T:
+        """Run `work` and create the done entry in one transaction, without a claim.
+
+        AlreadyDone if the entry is done, Busy if another attempt holds it. `work` may run
+        more than once (Firestore retries contended transactions, and a transaction that
+        found the entry runs again with it read): it must only read and write through the
+        transaction. Nothing of it is stored unless the entry is created or taken over.
+        """
+        ref = self.ref(handler, key)
+        entry = self._done_entry(handler, key)
+
+        @firestore.transactional
+        def first(transaction: firestore.Transaction) -> T:
+            # No read of the entry: the create fails the commit if it exists, which is the
+            # same check at one read less, on every first delivery.
+            result = work(transaction)
+            transaction.create(ref, entry)
+            return result
+
+        try:
+            result: T = first(self._client.transaction())
+            return result
+        except Exception as exc:
+            if not _caused_by(exc, api_exceptions.AlreadyExists):
+                raise
+            found = exc
+        return self._commit_over(ref, work, found)
+
+    def record_done(self, handler: str, key: str) -> None:
+        """Record a delivery that had no effect: one write, or AlreadyDone / Busy as `commit`."""
+        ref = self.ref(handler, key)
+        try:
+            ref.create(self._done_entry(handler, key))
+        except api_exceptions.AlreadyExists as exc:
+            self._commit_over(ref, lambda transaction: None, exc)
+
+    def _done_entry(self, handler: str, key: str) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {
+            "handler": handler,
+            "webhook_id": key,
+            "state": "done",
+            "attempts": 1,
+            "completed_at": now,
+            "updated_at": now,
+            EXPIRES_FIELD: now + self._retention,
+        }
+
+    def _commit_over(
+        self,
+        ref: firestore.DocumentReference,
+        work: Callable[[firestore.Transaction], T],
+        found: Exception,
+    ) -> T:
+        """The entry existed: a duplicate, a live attempt, or one that failed or expired,
+        which this delivery takes over, reading the entry in its transaction this time."""
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> T:
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                # What already existed was not the entry, but something `work` creates.
+                raise found
+            entry: dict[str, Any] = snapshot.to_dict() or {}
+            now = datetime.now(UTC)
+            settled = self._settled(ref, entry, now)
+            if settled is not None and settled.state is ClaimState.DONE:
+                raise AlreadyDone(ref.id)
+            if settled is not None:
+                raise Busy(f"another attempt holds {ref.id}")
+            result = work(transaction)
+            transaction.update(
+                ref,
+                {
+                    "state": "done",
+                    "attempts": int(entry.get("attempts", 0)) + 1,
+                    "completed_at": now,
+                    "updated_at": now,
+                    **RELEASED,
+                },
+            )
+            return result
+
+        result: T = run(self._client.transaction())
+        return result
 
     def release(self, claim: Claim, *, error: str) -> None:
         """Give the event back after a failed attempt, so a redelivery can run it at once."""
@@ -181,3 +267,14 @@ class Ledger:
         snapshot = self.ref(handler, webhook_id).get()
         data: dict[str, Any] | None = snapshot.to_dict() if snapshot.exists else None
         return data
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """`exc` is, or was raised while handling, a `kind`: a transaction whose commit failed is
+    rolled back, and an error of the rollback would otherwise hide the commit's."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -50,7 +50,11 @@ def _connection_deleted(event: ConnectionDeleted, context: HandlerContext) -> No
     so the backfills it started carry none."""
     customer = normalise_customer_id(event.customer_id)
     store = context.backfill_store
-    for backfill in store.unfinished_for(customer, event.provider_name):
+    unfinished = list(store.unfinished_for(customer, event.provider_name))
+    if unfinished:
+        # Cancelling writes outside the transaction below: held first.
+        context.claim()
+    for backfill in unfinished:
         store.cancel(backfill)
         context.log(
             "INFO",
@@ -96,6 +100,9 @@ def schedule(
     hooks = context.hooks.backfills_for(provider=event.provider_name, object_name=object_name)
     if not hooks:
         context.log("INFO", "backfill_not_needed", "no backfill hook matches", object=object_name)
+        return
+    # Records and tasks outside one transaction: held first, so a duplicate waits.
+    context.claim()
     for hook in hooks:
         backfill = backfill_id(context.webhook_id, hook.name)
         created = context.backfill_store.create(

@@ -115,6 +115,8 @@ def _run_transforms(
     ):
         context.log("INFO", "stale_event_ignored", "no transform: the connection was deleted after")
         return {}
+    # The hooks act outside Firestore: held first, so a concurrent duplicate waits.
+    context.claim()
     stored = (ref.get().to_dict() or {}).get("high_water_marks", {})
     marks: dict[str, str | None] = {}
     for hook in matching:

@@ -117,6 +117,10 @@ class HandlerSettings(_Base):
     firestore_database: str = "(default)"
     # A claim on an event is held this long; longer than any handler runs.
     ledger_lease_seconds: float = Field(default=600, gt=0)
+    # Every delivery claims its ledger entry before its handler runs, as all did before
+    # deliveries with only Firestore effects became one transaction: for the benchmark's
+    # comparison (ops/bench/drain.py), or to see each delivery in progress in the ledger.
+    claim_every_delivery: bool = False
     # Ledger entries carry expires_at this far ahead, for Firestore's TTL policy.
     ledger_retention_days: int = Field(default=30, ge=1)
     # Modules whose import registers hooks (see handlers/hooks.py), comma-separated.

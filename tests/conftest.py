@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import uuid
@@ -16,6 +15,7 @@ import functions_framework
 import httpx
 import pytest
 
+from handlers.envelope import encode_push
 from ops.signing import DEV_SECRET
 
 # Fixtures that live in their own modules.
@@ -148,18 +148,13 @@ def push_envelope(
     subscription: str = "projects/test/subscriptions/test",
 ) -> bytes:
     """A Pub/Sub push request body, as a push subscription sends it."""
-    envelope: dict[str, object] = {
-        "message": {
-            "data": base64.b64encode(data).decode(),
-            "attributes": attributes,
-            "messageId": message_id or uuid.uuid4().hex,
-            "publishTime": "2026-11-28T12:00:00.000Z",
-        },
-        "subscription": subscription,
-    }
-    if delivery_attempt is not None:
-        envelope["deliveryAttempt"] = delivery_attempt
-    return json.dumps(envelope).encode()
+    return encode_push(
+        data,
+        attributes,
+        message_id=message_id or uuid.uuid4().hex,
+        subscription=subscription,
+        delivery_attempt=delivery_attempt,
+    )
 
 
 def examples(default: int) -> int:

@@ -95,14 +95,20 @@ def harness(
         pubsub_admin.ensure_pull_subscription(subscriber, PROJECT, topic, f"{prefix}-{route}-watch")
 
     def build(
-        service: str, *, hook_events: tuple[str, ...] = (), hooks: HookRegistry | None = None
+        service: str,
+        *,
+        hook_events: tuple[str, ...] = (),
+        hooks: HookRegistry | None = None,
+        **settings_fields: Any,
     ) -> Harness:
-        """The service's app; the hooks route receives `hook_events`."""
+        """The service's app; the hooks route receives `hook_events`; `settings_fields` are
+        the service's other settings (claim_every_delivery=True...)."""
         settings = HandlerSettings(
             google_cloud_project=PROJECT,
             service=service,
             topic_prefix=prefix,
             push_auth_disabled=True,
+            **settings_fields,
         )
         hooks = hooks or HookRegistry()
         runtime = Runtime(settings, hooks=hooks, logger=JsonLogger(service, project_id=PROJECT))
