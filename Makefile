@@ -14,7 +14,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum requirements-checkov.txt | cut -c1-12)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv lint typecheck terraform-check plan deploy deploy-check unit integration test run bench bench-ingest bench-e2e bench-backfill reliability clean
+.PHONY: venv lint typecheck terraform-check plan deploy deploy-check unit integration test run bench bench-ingest bench-e2e bench-backfill bench-drain reliability clean
 
 venv: $(STAMP) $(TASKS_STAMP)
 
@@ -64,7 +64,7 @@ test: lint typecheck terraform-check
 run: venv
 	$(PY) -m ops.local
 
-# Benchmarks are scripts that print figures; `make bench` runs all three.
+# Benchmarks are scripts that print figures; `make bench` runs all four.
 bench-ingest: venv
 	$(PY) -m ops.bench.ingest
 
@@ -74,7 +74,10 @@ bench-e2e: venv
 bench-backfill: venv
 	$(PY) -m ops.bench.backfill
 
-bench: bench-ingest bench-e2e bench-backfill
+bench-drain: venv
+	$(PY) -m ops.bench.drain
+
+bench: bench-ingest bench-e2e bench-backfill bench-drain
 
 # The full reliability suite (10,000 webhooks, faults, fuzzing); CI runs a small one in `make test`.
 reliability: venv
