@@ -21,6 +21,7 @@ from handlers.context import HandlerContext
 from handlers.envelope import MAX_ENVELOPE_BYTES, BadEnvelope, PushMessage, parse_push
 from handlers.errors import (
     AlreadyDone,
+    Crashed,
     Finished,
     HandlerError,
     StorageBusy,
@@ -29,7 +30,7 @@ from handlers.errors import (
 )
 from handlers.idempotency import ledger_key
 from handlers.runtime import Runtime
-from shared.contract import Attr, truncate_utf8
+from shared.contract import Attr, linked_fields, truncate_utf8
 from shared.errors import InvalidEvent, PermanentError
 from shared.events import REASON_NOT_JSON, AnyEvent, WebhookEvent, parse_event
 from shared.log import TraceContext
@@ -108,11 +109,21 @@ def _deliver(handler: Handler, runtime: Runtime, request: flask.Request) -> flas
         except BadEnvelope as exc:
             result = _dead_letter(delivery, body, {}, BadEnvelope.reason, str(exc))
         else:
+            delivery.trace = continued_trace(delivery.message.attributes, delivery.trace)
             result = _process(delivery)
     except Exception as exc:  # noqa: BLE001
         # Anything unexpected is retried (never acknowledged as if done), and logged with its stack.
         result = as_handler_error(exc)
     return _respond(result, delivery, started)
+
+
+def continued_trace(
+    attributes: dict[str, str], request_trace: TraceContext | None
+) -> TraceContext | None:
+    """The webhook's trace, from its message, with a span of this delivery's own; the push
+    request's trace (Pub/Sub's, not the webhook's) only for a message without one."""
+    parent = TraceContext.from_traceparent(attributes.get(Attr.TRACEPARENT))
+    return parent.child() if parent is not None else request_trace
 
 
 def _process(delivery: _Delivery) -> Finished:
@@ -205,7 +216,8 @@ def _respond(
         handler=delivery.handler.route.name,
         outcome=answer.event if finished else type(result).__name__,
         error=None if finished else str(result),
-        detail=result.detail if isinstance(result, Finished) else getattr(result, "stack", None),
+        detail=result.detail if isinstance(result, Finished) else None,
+        stack=result.stack if isinstance(result, Crashed) else None,
         status=answer.status,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
         webhook_id=message.attributes.get(Attr.WEBHOOK_ID) if message else None,
@@ -213,5 +225,6 @@ def _respond(
         message_id=message.message_id if message else None,
         delivery_attempt=message.delivery_attempt if message else None,
         subscription=message.subscription if message else None,
+        **(linked_fields(message.attributes) if message else {}),
     )
     return flask.Response(status=answer.status)

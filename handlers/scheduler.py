@@ -120,7 +120,8 @@ def schedule(
             },
         )
         # Enqueue even when the record existed: an earlier attempt may have failed in between.
-        enqueued = queue.enqueue(TaskRequest(backfill, 0))
+        trace = context.trace.traceparent if context.trace else None
+        enqueued = queue.enqueue(TaskRequest(backfill, 0, trace))
         context.log(
             "INFO",
             "backfill_scheduled" if created else "backfill_already_scheduled",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import grpc
@@ -34,9 +34,15 @@ def chunk_task_id(backfill: str, chunk: int) -> str:
 class TaskRequest:
     backfill_id: str
     chunk: int
+    # The trace the chunk continues (the trigger webhook's), sent as the task's header.
+    traceparent: str | None = field(default=None, compare=False)
 
     def body(self) -> bytes:
         return json.dumps({"backfill_id": self.backfill_id, "chunk": self.chunk}).encode()
+
+    def next(self, chunk: int) -> TaskRequest:
+        """Another chunk of the same backfill, in the same trace."""
+        return TaskRequest(self.backfill_id, chunk, self.traceparent)
 
 
 class BackfillQueue:
@@ -76,7 +82,10 @@ class BackfillQueue:
         http = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
             url=url,
-            headers={"Content-Type": "application/json"},
+            headers={
+                "Content-Type": "application/json",
+                **({"traceparent": request.traceparent} if request.traceparent else {}),
+            },
             body=request.body(),
         )
         if s.tasks_service_account:

@@ -24,6 +24,7 @@ from handlers.app import add_health_check
 from handlers.backfill_store import FINAL_STATES
 from handlers.errors import (
     BadTask,
+    Crashed,
     Finished,
     Forbidden,
     HandlerError,
@@ -63,12 +64,16 @@ class Worker:
         request = flask.request
         started = time.perf_counter()
         headers = {key.lower(): value for key, value in request.headers.items()}
-        trace = TraceContext.from_headers(headers)
+        # The task's trace (the webhook's, from the scheduler), with a span of this chunk's own.
+        received = TraceContext.from_headers(headers)
+        trace = received.child() if received is not None else None
         task: TaskRequest | None = None
         result: Finished | HandlerError
         try:
             self._authenticate(headers)
-            task = _parse_task(request.get_data(cache=False))
+            task = _parse_task(
+                request.get_data(cache=False), traceparent=trace.traceparent if trace else None
+            )
             result = self.run_chunk(task)
         except Exception as exc:  # noqa: BLE001
             # Anything unexpected is retried by the queue, and logged with its stack.
@@ -81,7 +86,7 @@ class Worker:
             trace=trace,
             status=answer.status,
             detail=result.detail if isinstance(result, Finished) else str(result),
-            stack=getattr(result, "stack", None),
+            stack=result.stack if isinstance(result, Crashed) else None,
             backfill_id=task.backfill_id if task else None,
             chunk=task.chunk if task else None,
             task_name=headers.get("x-cloudtasks-taskname"),
@@ -152,7 +157,7 @@ class Worker:
             return Finished("backfill_cancelled_skipped")
         if result.next_cursor is None:
             return Finished("backfill_completed")
-        self._queue.enqueue(TaskRequest(task.backfill_id, task.chunk + 1))
+        self._queue.enqueue(task.next(task.chunk + 1))
         return Finished("backfill_chunk_done")
 
     def _alert_failed(self, task: TaskRequest, record: dict[str, Any], error: str) -> None:
@@ -176,7 +181,11 @@ class Worker:
 
         raise_alert(
             alert,
-            log=functools.partial(runtime.logger.log, webhook_id=trigger),
+            log=functools.partial(
+                runtime.logger.log,
+                webhook_id=trigger,
+                trace=TraceContext.from_traceparent(task.traceparent),
+            ),
             hooks=runtime.hooks.alerts_for(alert.kind),
             once=once,
         )
@@ -188,14 +197,14 @@ class Worker:
         done = int(record.get("chunks_done", 0))
         if task.chunk < done:
             # Committed before: make sure its successor exists (creating it may have failed).
-            self._queue.enqueue(TaskRequest(task.backfill_id, done))
+            self._queue.enqueue(task.next(done))
             return Finished("duplicate_chunk_ignored")
         if task.chunk > done:
             return Finished("stale_chunk_ignored", "WARNING", f"next chunk is {done}")
         return None
 
 
-def _parse_task(body: bytes) -> TaskRequest:
+def _parse_task(body: bytes, *, traceparent: str | None) -> TaskRequest:
     try:
         payload = json.loads(body)
         backfill, chunk = payload["backfill_id"], payload["chunk"]
@@ -203,4 +212,4 @@ def _parse_task(body: bytes) -> TaskRequest:
         raise BadTask("body is not {backfill_id, chunk}") from None
     if not isinstance(backfill, str) or not isinstance(chunk, int) or chunk < 0:
         raise BadTask("backfill_id must be a string and chunk a non-negative integer")
-    return TaskRequest(backfill, chunk)
+    return TaskRequest(backfill, chunk, traceparent)

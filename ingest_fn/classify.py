@@ -22,6 +22,7 @@ from shared.contract import (
 )
 from shared.errors import InvalidEvent
 from shared.events import REASON_NOT_JSON, UnknownEvent, parse_event
+from shared.log import TraceContext
 
 REASON_ATTRIBUTE_TOO_LONG: Final = "attribute_too_long"
 
@@ -47,10 +48,12 @@ class OutgoingMessage:
         return self.attributes.get(Attr.REASON)
 
 
-def classify(body: bytes, signed: SignedHeaders, *, source: str) -> OutgoingMessage:
+def classify(
+    body: bytes, signed: SignedHeaders, *, source: str, trace: TraceContext
+) -> OutgoingMessage:
     """Route one verified body; `data` is always the body, byte for byte."""
     base = delivery_attributes(
-        webhook_id=signed.webhook_id, webhook_timestamp=signed.timestamp, source=source
+        webhook_id=signed.webhook_id, webhook_timestamp=signed.timestamp, source=source, trace=trace
     )
     try:
         payload = json.loads(body)

@@ -6,6 +6,7 @@ every failure to a response in one place, without a chain of special cases.
 
 from __future__ import annotations
 
+import traceback
 from typing import ClassVar
 
 from shared.errors import PermanentError, RetryableError
@@ -52,4 +53,17 @@ class PublishFailed(RetryableError):
     severity: ClassVar[Severity] = "ERROR"
 
 
-IngestError = RequestRejected | PublishFailed
+class Crashed(RetryableError):
+    """Something the code did not expect (a bug): 500, so Svix retries, and the stack in the
+    line, for Error Reporting."""
+
+    status: ClassVar[int] = 500
+    event: ClassVar[str] = "ingest_crashed"
+    severity: ClassVar[Severity] = "ERROR"
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.stack = "".join(traceback.format_exception(cause))
+
+
+IngestError = RequestRejected | PublishFailed | Crashed

@@ -19,7 +19,14 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from ingest_fn.classify import Destination
-from ingest_fn.errors import BodyIncomplete, MethodNotAllowed, PublishFailed, RequestRejected
+from ingest_fn.errors import (
+    BodyIncomplete,
+    Crashed,
+    IngestError,
+    MethodNotAllowed,
+    PublishFailed,
+    RequestRejected,
+)
 from ingest_fn.service import Ingestor, Stored
 from shared.log import JsonLogger, Severity, TraceContext, write_at_once_on_shutdown
 from shared.settings import IngestSettings, load_or_exit
@@ -75,7 +82,9 @@ async def ingest(request: Request) -> Response:
     scope = request.scope
     method: str = scope["method"]
     headers = read_headers(scope["headers"])
-    trace = TraceContext.from_headers(headers)
+    # Cloud Run gives every request a trace; one sent without (locally) gets its own, so
+    # every webhook's hops share one.
+    trace = TraceContext.from_headers(headers) or TraceContext.new()
     try:
         stored = await _INGESTOR.ingest(
             method=method,
@@ -83,13 +92,17 @@ async def ingest(request: Request) -> Response:
             content_length=declared_length(headers.get("content-length")),
             body=BodyChunks(request.receive),
             now=time.time(),
+            trace=trace,
         )
-    except (RequestRejected, PublishFailed) as error:
+    except Exception as exc:  # noqa: BLE001 -- turned into the answer it earns, below
+        # Anything else is a bug, not the sender's doing: a 500 Svix retries.
+        error = exc if isinstance(exc, RequestRejected | PublishFailed) else Crashed(exc)
         _LOG.log(
             error.severity,
             error.event,
             f"webhook refused: {error}",
             trace=trace,
+            stack=error.stack if isinstance(error, Crashed) else None,
             httpRequest=_http_request(method, headers, error.status, started),
         )
         return error_response(error)
@@ -156,7 +169,7 @@ class BodyChunks:
         raise StopAsyncIteration
 
 
-def error_response(error: RequestRejected | PublishFailed) -> Response:
+def error_response(error: IngestError) -> Response:
     # Refusals tell the sender what to fix; a storage failure reveals nothing internal.
     detail = str(error) if isinstance(error, RequestRejected) else "not stored; retry later"
     payload = json.dumps({"error": error.event, "detail": detail})

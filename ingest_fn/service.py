@@ -15,6 +15,7 @@ from ingest_fn import publisher
 from ingest_fn.classify import Destination, OutgoingMessage, classify
 from ingest_fn.errors import MethodNotAllowed, PayloadTooLarge, PublishFailed
 from ingest_fn.verify import SignatureVerifier
+from shared.log import TraceContext
 from shared.settings import IngestSettings
 
 
@@ -63,13 +64,15 @@ class Ingestor:
         content_length: int | None,
         body: AsyncIterable[bytes],
         now: float,
+        trace: TraceContext,
     ) -> Stored:
-        """Store one webhook delivery or raise an IngestError saying why not."""
+        """Store one webhook delivery or raise an IngestError saying why not; its message
+        carries `trace` for the handlers to continue."""
         if method != "POST":
             raise MethodNotAllowed(f"{method} is not allowed; use POST")
         raw = await read_limited(body, content_length, self._settings.max_body_bytes)
         signed = self._verifier.verify(raw, headers, now=now)
-        message = classify(raw, signed, source=self._settings.event_source)
+        message = classify(raw, signed, source=self._settings.event_source, trace=trace)
         topic = self._topics[message.destination]
         try:
             message_id = await self.publisher.publish(topic, message.data, message.attributes)

@@ -7,10 +7,12 @@ decide whether a message is its business. Attribute names live here only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final
 
 from shared.events import AnyEvent, UnknownEvent
+from shared.log import TraceContext
 
 # Pub/Sub refuses attribute values over 1024 bytes.
 MAX_ATTRIBUTE_BYTES: Final = 1024
@@ -36,15 +38,40 @@ class Attr(StrEnum):
     ORIGINAL_MESSAGE_ID = "original_message_id"
     # Set by the reconciler only (ORIGIN_RECONCILED); a message without it is a webhook.
     ORIGIN = "origin"
+    # The trace the message's hops continue, in W3C form: the ingest request's, or a new one.
+    TRACEPARENT = "traceparent"
+    # On a message that did not come through the door (recovered or replayed): the webhook
+    # it stands for, and the trace of the message it repeats, where that had one.
+    LINKED_WEBHOOK_ID = "linked_webhook_id"
+    LINKED_TRACE_ID = "linked_trace_id"
 
 
-def delivery_attributes(*, webhook_id: str, webhook_timestamp: str, source: str) -> dict[str, str]:
+def delivery_attributes(
+    *, webhook_id: str, webhook_timestamp: str, source: str, trace: TraceContext
+) -> dict[str, str]:
     """Attributes every message gets, whatever its body holds."""
     return {
         Attr.WEBHOOK_ID.value: webhook_id,
         Attr.WEBHOOK_TIMESTAMP.value: webhook_timestamp,
         Attr.SOURCE.value: source,
+        Attr.TRACEPARENT.value: trace.traceparent,
     }
+
+
+def retraced(attributes: Mapping[str, str]) -> dict[str, str]:
+    """A republished message's attributes: a trace of its own, linked to what it repeats.
+
+    Its hops are not part of the original webhook's trace (that one ended), yet each line
+    names the webhook, and the trace it was first handled under, to look that up.
+    """
+    again = dict(attributes)
+    first = TraceContext.from_traceparent(attributes.get(Attr.TRACEPARENT))
+    again[Attr.TRACEPARENT.value] = TraceContext.new().traceparent
+    if Attr.WEBHOOK_ID in attributes:
+        again[Attr.LINKED_WEBHOOK_ID.value] = attributes[Attr.WEBHOOK_ID]
+    if first is not None:
+        again[Attr.LINKED_TRACE_ID.value] = first.trace_id
+    return again
 
 
 def event_attributes(event: AnyEvent) -> dict[str, str]:
@@ -70,6 +97,15 @@ def event_attributes(event: AnyEvent) -> dict[str, str]:
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
             attributes[name.value] = str(value)
     return attributes
+
+
+def linked_fields(attributes: Mapping[str, str]) -> dict[str, str]:
+    """What a log line names of a recovered or replayed message's links (retraced)."""
+    return {
+        name.value: attributes[name]
+        for name in (Attr.ORIGIN, Attr.LINKED_WEBHOOK_ID, Attr.LINKED_TRACE_ID)
+        if name in attributes
+    }
 
 
 def oversized_attributes(attributes: dict[str, str]) -> list[str]:

@@ -35,6 +35,7 @@ import fcntl
 import functools
 import json
 import os
+import random
 import re
 import signal
 import stat
@@ -87,6 +88,26 @@ class TraceContext:
             return cls(match.group(1).lower(), span_hex, match.group(3) == "1")
         return None
 
+    @classmethod
+    def from_traceparent(cls, value: str | None) -> TraceContext | None:
+        """A W3C `traceparent` value (a message attribute, a task's header); None if invalid."""
+        return cls.from_headers({"traceparent": value}) if value else None
+
+    @classmethod
+    def new(cls) -> TraceContext:
+        """A trace of its own: for a request that came without one, or a recovered event."""
+        return cls(f"{random.getrandbits(128):032x}", _new_span_id())
+
+    def child(self) -> TraceContext:
+        """The same trace, a span of its own: the next hop's lines under the same trace."""
+        return TraceContext(self.trace_id, _new_span_id(), self.sampled)
+
+    @property
+    def traceparent(self) -> str:
+        """This context in W3C form, for the next hop to continue (a span made up if none)."""
+        span = self.span_id or _new_span_id()
+        return f"00-{self.trace_id}-{span}-{'01' if self.sampled else '00'}"
+
     def log_fields(self, project_id: str | None) -> dict[str, object]:
         fields: dict[str, object] = {SAMPLED_KEY: self.sampled}
         trace = self.trace_id
@@ -94,6 +115,18 @@ class TraceContext:
         if self.span_id:
             fields[SPAN_KEY] = self.span_id
         return fields
+
+
+def _new_span_id() -> str:
+    # Not a secret: ids only need to be unique. `random` reseeds in a forked child.
+    return f"{random.getrandbits(64) or 1:016x}"
+
+
+# What makes Error Reporting take a line as an error event, with the stack in its message
+# (cloud.google.com/error-reporting/docs/formatting-error-messages).
+REPORTED_ERROR_TYPE: Final = (
+    "type.googleapis.com/google.devtools.clouderrorreporting.v1beta1.ReportedErrorEvent"
+)
 
 
 class JsonLogger:
@@ -123,8 +156,10 @@ class JsonLogger:
         message: str,
         *,
         trace: TraceContext | None = None,
+        stack: str | None = None,
         **fields: object,
     ) -> None:
+        """One line; with `stack` (a crash's traceback) a line Error Reporting groups."""
         record: dict[str, object] = {
             "severity": severity,
             "message": message,
@@ -132,6 +167,10 @@ class JsonLogger:
             "time": _rfc3339_now(),
             LABELS_KEY: self._labels,
         }
+        if stack:
+            record["@type"] = REPORTED_ERROR_TYPE
+            record["message"] = f"{message}\n{stack}"
+            record["serviceContext"] = {"service": self._labels["component"]}
         if trace is not None:
             record.update(trace.log_fields(self._project_id))
         record.update({k: v for k, v in fields.items() if v is not None})

@@ -19,7 +19,14 @@ from typing import Final
 import flask
 
 from handlers.app import add_health_check
-from handlers.errors import Finished, HandlerError, StorageBusy, as_handler_error, disposition
+from handlers.errors import (
+    Crashed,
+    Finished,
+    HandlerError,
+    StorageBusy,
+    as_handler_error,
+    disposition,
+)
 from handlers.reconcile.api import Budget, SupaglueApi
 from handlers.reconcile.passes import Counts, Pass
 from handlers.reconcile.store import Store
@@ -77,9 +84,8 @@ class Reconciler:
             trace=TraceContext.from_headers(headers),
             status=status,
             error=None if isinstance(result, Finished) else str(result),
-            detail=result.detail
-            if isinstance(result, Finished)
-            else getattr(result, "stack", None),
+            detail=result.detail if isinstance(result, Finished) else None,
+            stack=result.stack if isinstance(result, Crashed) else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             **counts.fields(),
         )

@@ -23,6 +23,7 @@ from shared.contract import (
     event_attributes,
 )
 from shared.events import parse_event
+from shared.log import TraceContext
 
 WEBHOOK_ID_PREFIX: Final = "reconciled:"
 # The API's run statuses as the webhook reports results; IN_PROGRESS has none yet.
@@ -44,11 +45,16 @@ def build(payload: dict[str, Any], *, webhook_id: str, sent_at: int) -> Syntheti
     data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     event = parse_event(json.loads(data))
     attributes = {
+        # A trace of its own: the webhook it stands for never came, so there is none to join.
         **delivery_attributes(
-            webhook_id=webhook_id, webhook_timestamp=str(sent_at), source=SOURCE_SUPAGLUE
+            webhook_id=webhook_id,
+            webhook_timestamp=str(sent_at),
+            source=SOURCE_SUPAGLUE,
+            trace=TraceContext.new(),
         ),
         **event_attributes(event),
         Attr.ORIGIN.value: ORIGIN_RECONCILED,
+        Attr.LINKED_WEBHOOK_ID.value: webhook_id,
     }
     return Synthetic(
         webhook_id, event.webhook_event_type, data, attributes, event_key(event, webhook_id)

@@ -46,7 +46,7 @@ from ops.firestore_ops import Operations, count
 from ops.local.stack import Stack, StackSpec, running_stack, start_emulators
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
-from shared.log import JsonLogger
+from shared.log import JsonLogger, TraceContext
 from shared.routing import Route, load_table
 from shared.samples import sample
 from shared.settings import HandlerSettings
@@ -83,6 +83,7 @@ def new_event(event_type: str, changes: Mapping[str, Any]) -> tuple[bytes, dict[
         webhook_id=f"msg_{uuid.uuid4().hex}",
         webhook_timestamp=str(int(time.time())),
         source="supaglue",
+        trace=TraceContext.new(),
     ) | event_attributes(parse_event(payload))
     return json.dumps(payload).encode(), attributes
 

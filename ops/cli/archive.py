@@ -1,5 +1,6 @@
 """The events archive: the Avro files the Cloud Storage subscription writes (terraform/archive.tf),
-read back and republished with their original attributes (`replay --from-archive`).
+read back and republished with their original attributes and a trace of their own
+(`replay --from-archive`).
 
 With `write_metadata`, each file is an Avro container of records
 `{subscription_name, message_id, publish_time, attributes, data}` (Pub/Sub's documentation,
@@ -23,6 +24,7 @@ from typing import IO, Any, Final
 import fastavro
 
 from ops.cli.errors import CliError
+from shared.contract import retraced
 
 ARCHIVE_PREFIX: Final = "events/"
 ARCHIVE_SUFFIX: Final = ".avro"
@@ -125,7 +127,8 @@ def replay(
     progress: Callable[[str], None] = lambda _line: None,
     timeout: float = 30.0,
 ) -> ArchiveReport:
-    """Republish the chosen messages with their data and attributes, byte for byte."""
+    """Republish the chosen messages: their data byte for byte, their attributes with a trace
+    of their own (shared.contract.retraced)."""
     report = ArchiveReport()
     for number, message in enumerate(messages, start=1):
         event = message.attributes.get("event_type", "-")
@@ -137,7 +140,7 @@ def replay(
             progress(f"[{number}] would replay {message.message_id} {event} ({message.file})")
             continue
         try:
-            new_id = publisher.publish(topic, message.data, **message.attributes).result(
+            new_id = publisher.publish(topic, message.data, **retraced(message.attributes)).result(
                 timeout=timeout
             )
         except Exception as exc:  # noqa: BLE001

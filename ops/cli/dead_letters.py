@@ -3,7 +3,7 @@
 Plain functions over Pub/Sub clients, so they run the same against the
 emulator and a real project; ops/cli/pubsub.py is the thin command line over them.
 A replayed message goes back to its original topic with its original
-attributes, and its dead letter is acknowledged only once Pub/Sub confirmed
+attributes and a trace of its own (shared.contract.retraced), and its dead letter is acknowledged only once Pub/Sub confirmed
 the republish; the handlers' ledger makes a replay of an already-handled
 event harmless.
 """
@@ -19,7 +19,7 @@ from typing import Any, Final
 from google.api_core import exceptions as api_exceptions
 from google.protobuf import timestamp_pb2
 
-from shared.contract import Attr
+from shared.contract import Attr, retraced
 
 # What the handlers and Pub/Sub's dead-letter policy add; removed before a replay.
 DEAD_LETTER_ATTRIBUTES: Final = frozenset(
@@ -143,9 +143,9 @@ def replay(
             progress(f"[{number}] would replay {letter.message_id} ({letter.reason})")
             continue
         try:
-            new_id = publisher.publish(topic, letter.data, **letter.original_attributes()).result(
-                timeout=timeout
-            )
+            new_id = publisher.publish(
+                topic, letter.data, **retraced(letter.original_attributes())
+            ).result(timeout=timeout)
         except Exception as exc:  # noqa: BLE001
             # Not stored, so not acknowledged: the dead letter stays for the next attempt.
             report.failed[letter.message_id] = f"{type(exc).__name__}: {exc}"

@@ -7,20 +7,23 @@ given) with its own data directory, stopped with its whole process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from ops.defaults import LOOPBACK
-from ops.local.processes import REPO, NotReady, Process, free_port, spawn
+from ops.local.processes import REPO, NotReady, PortTaken, Process, free_port, spawn
 from ops.local.processes import wait_http as _wait_http
 from ops.local.processes import wait_tcp as _wait_tcp
 
 TASKS_EMULATOR: Final = REPO / ".venv-tasks" / "bin" / "gcloud-tasks-emulator"
 _START_TIMEOUT_SECONDS: Final = 90.0
+_PORT_ATTEMPTS: Final = 3
 
 
 class EmulatorError(RuntimeError):
@@ -67,6 +70,17 @@ def _start(name: str, argv: list[str], port: int, data_dir: Path, log_dir: Path 
     return Emulator(name, f"{LOOPBACK}:{port}", process, data_dir)
 
 
+def _on_port(start: Callable[[int], Emulator], port: int | None) -> Emulator:
+    """Start on `port`, or on a free one, and on another if a different process took that
+    one between the pick and the emulator's bind (another run's server, on a shared machine)."""
+    if port is not None:
+        return start(port)
+    for _ in range(_PORT_ATTEMPTS - 1):
+        with contextlib.suppress(PortTaken):
+            return start(free_port())
+    return start(free_port())
+
+
 def _ready(emulator: Emulator, *, http: bool) -> Emulator:
     try:
         if http:
@@ -76,6 +90,9 @@ def _ready(emulator: Emulator, *, http: bool) -> Emulator:
         else:
             # The Tasks emulator speaks only gRPC: ready once its port accepts connections.
             _wait_tcp(emulator.process, emulator.port, timeout=_START_TIMEOUT_SECONDS)
+    except PortTaken:
+        emulator.stop()
+        raise
     except NotReady as exc:
         emulator.stop()
         raise EmulatorError(f"the {emulator.name} emulator: {exc}") from None
@@ -85,11 +102,14 @@ def _ready(emulator: Emulator, *, http: bool) -> Emulator:
 def start_pubsub(project: str, *, port: int | None = None, log_dir: Path | None = None) -> Emulator:
     """`gcloud beta emulators pubsub start`, once it answers."""
     gcloud = _require_gcloud()
-    port = port or free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix="pubsub-emulator-"))
-    argv = [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={LOOPBACK}:{port}"]
-    argv += [f"--project={project}", f"--data-dir={data_dir}", "--quiet"]
-    return _ready(_start("pubsub", argv, port, data_dir, log_dir), http=True)
+
+    def start(port: int) -> Emulator:
+        data_dir = Path(tempfile.mkdtemp(prefix="pubsub-emulator-"))
+        argv = [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={LOOPBACK}:{port}"]
+        argv += [f"--project={project}", f"--data-dir={data_dir}", "--quiet"]
+        return _ready(_start("pubsub", argv, port, data_dir, log_dir), http=True)
+
+    return _on_port(start, port)
 
 
 def start_firestore(
@@ -97,11 +117,14 @@ def start_firestore(
 ) -> Emulator:
     """`gcloud emulators firestore start` in native mode, once it answers."""
     gcloud = _require_gcloud()
-    port = port or free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix="firestore-emulator-"))
-    argv = [gcloud, "emulators", "firestore", "start", f"--host-port={LOOPBACK}:{port}"]
-    argv += [f"--project={project}", "--database-mode=firestore-native", "--quiet"]
-    return _ready(_start("firestore", argv, port, data_dir, log_dir), http=True)
+
+    def start(port: int) -> Emulator:
+        data_dir = Path(tempfile.mkdtemp(prefix="firestore-emulator-"))
+        argv = [gcloud, "emulators", "firestore", "start", f"--host-port={LOOPBACK}:{port}"]
+        argv += [f"--project={project}", "--database-mode=firestore-native", "--quiet"]
+        return _ready(_start("firestore", argv, port, data_dir, log_dir), http=True)
+
+    return _on_port(start, port)
 
 
 # gcloud-tasks-emulator listens on [::] whatever host it is given, and anyone who reaches it
@@ -133,11 +156,14 @@ def start_tasks(*, port: int | None = None, log_dir: Path | None = None) -> Emul
     binary = Path(os.environ.get("TASKS_EMULATOR_BIN", TASKS_EMULATOR))
     if not binary.exists():
         raise EmulatorError(f"{binary} not found: run `make venv` to install the Tasks emulator")
-    port = port or free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix="tasks-emulator-"))
     interpreter = binary.with_name("python")
-    if interpreter.exists():
-        argv = [str(interpreter), "-c", _TASKS_ON_LOOPBACK, "start", f"--port={port}"]
-    else:
-        argv = [str(binary), "start", f"--port={port}"]
-    return _ready(_start("tasks", argv, port, data_dir, log_dir), http=False)
+
+    def start(port: int) -> Emulator:
+        data_dir = Path(tempfile.mkdtemp(prefix="tasks-emulator-"))
+        if interpreter.exists():
+            argv = [str(interpreter), "-c", _TASKS_ON_LOOPBACK, "start", f"--port={port}"]
+        else:
+            argv = [str(binary), "start", f"--port={port}"]
+        return _ready(_start("tasks", argv, port, data_dir, log_dir), http=False)
+
+    return _on_port(start, port)

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ Lines = queue.Queue[tuple[str, str]]
 
 class NotReady(RuntimeError):
     """A process exited or did not answer in time; the message carries its last lines."""
+
+
+class PortTaken(NotReady):
+    """What answered on the port is another process's: ours could not bind it."""
 
 
 def free_port() -> int:
@@ -179,7 +184,7 @@ def wait_http(
             return False
         return status in statuses
 
-    _wait(process, answered, timeout, f"answer on {url}")
+    _wait(process, answered, timeout, f"answer on {url}", port=urllib.parse.urlsplit(url).port)
 
 
 def wait_tcp(process: Process, port: int, *, timeout: float = 60) -> None:
@@ -192,10 +197,50 @@ def wait_tcp(process: Process, port: int, *, timeout: float = 60) -> None:
         except OSError:
             return False
 
-    _wait(process, accepting, timeout, f"listen on {LOOPBACK}:{port}")
+    _wait(process, accepting, timeout, f"listen on {LOOPBACK}:{port}", port=port)
 
 
-def _wait(process: Process, ready: Callable[[], bool], timeout: float, what: str) -> None:
+def listening_pids(port: int) -> set[int] | None:
+    """The processes listening on TCP `port`, from Linux's /proc; None where it cannot tell."""
+    inodes: set[str] = set()
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return None
+    for table in tables:
+        with contextlib.suppress(OSError):
+            for row in table.read_text().splitlines()[1:]:
+                fields = row.split()
+                # fields: sl, local address (hex ip:port), remote, state (0A = LISTEN), ..., inode
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    sockets = {f"socket:[{inode}]" for inode in inodes}
+    pids: set[int] = set()
+    for fds in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in sockets for fd in fds.iterdir()):
+                pids.add(int(fds.parent.name))
+    return pids if pids else None
+
+
+def _owned(process: Process, port: int) -> bool:
+    """Whether only `process`'s group listens on `port` (assumed where it cannot be told).
+
+    Only: gRPC servers bind with SO_REUSEPORT, so a second one on the same port shares its
+    connections with the first instead of failing to start.
+    """
+    pids = listening_pids(port)
+    if pids is None:
+        return True
+    groups = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):  # exited meanwhile
+            groups.add(os.getpgid(pid))
+    return groups <= {process.pid}
+
+
+def _wait(
+    process: Process, ready: Callable[[], bool], timeout: float, what: str, *, port: int | None
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if not process.running():
@@ -205,6 +250,11 @@ def _wait(process: Process, ready: Callable[[], bool], timeout: float, what: str
                 f"its log ({process.log_path}) ends:\n{process.tail()}"
             )
         if ready():
+            # A free port picked earlier may have been taken since by another run's server:
+            # what answers must be ours, or every request would go to someone else's.
+            if port is not None and not _owned(process, port):
+                process.stop()
+                raise PortTaken(f"{process.name}: port {port} is held by another process")
             return
         if time.monotonic() > deadline:
             process.stop()

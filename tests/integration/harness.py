@@ -22,7 +22,7 @@ from ops import pubsub_admin
 from ops.local.emulators import Emulator
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
-from shared.log import JsonLogger
+from shared.log import JsonLogger, TraceContext
 from shared.routing import load_table
 from shared.samples import sample
 from shared.settings import HandlerSettings
@@ -63,6 +63,7 @@ class Harness:
                 webhook_id=webhook_id or f"msg_{uuid.uuid4().hex}",
                 webhook_timestamp=str(sent_at or int(time.time())),
                 source="supaglue",
+                trace=TraceContext.new(),
             )
             if isinstance(payload, dict):
                 attributes |= event_attributes(parse_event(payload))

@@ -15,6 +15,7 @@ import pytest
 from ops import pubsub_admin
 from ops.cli.main import main
 from ops.local.emulators import Emulator
+from shared.log import TraceContext
 from shared.names import Names
 from shared.samples import sample_bytes
 from tests.integration.conftest import PROJECT
@@ -117,10 +118,14 @@ def test_archived_events_are_republished_with_their_attributes_once(
     assert replay(pubsub_emulator, names, archive, "--since", "1000h", "--until", "1h") == 0
     got = received(subscriber, watch)
     assert sorted(got) == ["msg_1", "msg_2", "msg_3"]
-    assert got["msg_1"].attributes == {
+    attributes = dict(got["msg_1"].attributes)
+    # A trace of its own, linked to the webhook it repeats (the record carried no trace).
+    assert TraceContext.from_traceparent(attributes.pop("traceparent")) is not None
+    assert attributes == {
         "event_type": "sync.complete",
         "webhook_id": "msg_1",
         "customer_id": "c1",
+        "linked_webhook_id": "msg_1",
     }
     assert got["msg_1"].data == sample_bytes("sync.complete")
     assert json.loads(got["msg_2"].data)["webhook_event_type"] == "connection.created"

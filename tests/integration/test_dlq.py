@@ -15,9 +15,13 @@ from ops import pubsub_admin
 from ops.cli import dead_letters as dlq
 from ops.cli import main as cli
 from ops.local.emulators import Emulator
+from shared.log import TraceContext
 from tests.integration.conftest import PROJECT
 
 pytestmark = pytest.mark.integration
+
+
+FIRST_TRACE = "ab" * 16
 
 
 @dataclass
@@ -95,7 +99,12 @@ def test_dry_run_publishes_nothing_and_keeps_every_letter(topics: Topics) -> Non
 
 
 def test_replay_republishes_chosen_letters_with_their_original_attributes(topics: Topics) -> None:
-    topics.dead_letter("msg_a", "handler_failed", CloudPubSubDeadLetterSourceDeliveryCount="5")
+    topics.dead_letter(
+        "msg_a",
+        "handler_failed",
+        CloudPubSubDeadLetterSourceDeliveryCount="5",
+        traceparent=f"00-{FIRST_TRACE}-{'cd' * 8}-01",
+    )
     topics.dead_letter("msg_b", "invalid_event")
     topics.dead_letter("msg_c", "handler_failed")
     time.sleep(0.3)
@@ -114,13 +123,26 @@ def test_replay_republishes_chosen_letters_with_their_original_attributes(topics
     assert len(lines) == 2
     republished = topics.pull(topics.events_watch)
     assert sorted(m.attributes["webhook_id"] for m in republished) == ["msg_a", "msg_c"]
+    traces = set()
     for message in republished:
-        assert message.attributes == {
+        attributes = dict(message.attributes)
+        webhook_id = attributes["webhook_id"]
+        # A trace of its own, linked to the webhook and to the trace it was first handled in.
+        trace = TraceContext.from_traceparent(attributes.pop("traceparent"))
+        assert trace is not None
+        traces.add(trace.trace_id)
+        expected = {
             "event_type": "sync.complete",
-            "webhook_id": message.attributes["webhook_id"],
+            "webhook_id": webhook_id,
             "customer_id": "c1",
+            "linked_webhook_id": webhook_id,
         }
+        if webhook_id == "msg_a":
+            expected["linked_trace_id"] = FIRST_TRACE
+        assert attributes == expected
         assert message.data == f"body-{message.attributes['webhook_id']}".encode()
+    assert len(traces) == 2
+    assert FIRST_TRACE not in traces
     left = dlq.list_dead_letters(topics.subscriber, topics.dead_letter_watch, limit=10)
     assert [letter.attributes["webhook_id"] for letter in left] == ["msg_b"]
 

@@ -25,7 +25,7 @@ from ops.cli import main as cli
 from ops.local.emulators import Emulator
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
-from shared.log import JsonLogger
+from shared.log import JsonLogger, TraceContext
 from shared.samples import sample
 from shared.settings import HandlerSettings
 from tests.conftest import push_envelope
@@ -51,6 +51,7 @@ def push(client: Any, route: str, payload: dict[str, Any]) -> int:
         webhook_id=f"msg_{uuid.uuid4().hex}",
         webhook_timestamp=str(int(time.time())),
         source="supaglue",
+        trace=TraceContext.new(),
     ) | event_attributes(parse_event(payload))
     body = push_envelope(json.dumps(payload).encode(), attributes)
     status: int = client.post(f"/push/{route}", data=body).status_code

@@ -22,6 +22,7 @@ from handlers.idempotency import event_key
 from handlers.store import CONNECTIONS, SYNC_STATE
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
+from shared.log import REPORTED_ERROR_TYPE, TraceContext
 from shared.settings import HandlerSettings
 from tests.conftest import push_envelope
 from tests.integration.conftest import PROJECT
@@ -288,7 +289,33 @@ def test_unexpected_exception_is_retried_not_acknowledged(
     assert h.push("sync-state", h.payload("sync.complete")).status_code == 503
     [line] = events_named(log_lines(capsys), "handler_crashed")
     assert line["severity"] == "ERROR"
-    assert "KeyError" in line["detail"]
+    # The shape Error Reporting groups: its @type, and the stack in the message.
+    assert line["@type"] == REPORTED_ERROR_TYPE
+    assert line["serviceContext"] == {"service": "transforms"}
+    summary, stack = line["message"].split("\n", 1)
+    assert summary == "sync-state: handler_crashed"
+    assert stack.startswith("Traceback (most recent call last):")
+    assert "in buggy" in stack and stack.rstrip().endswith("KeyError: 'oops'")
+
+
+def test_expected_refusals_are_not_error_reports(
+    authenticated: tuple[Harness, LocalGoogleIssuer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    h, issuer = authenticated
+    token = issuer.mint(AUDIENCE, PUSHER)
+    payload = h.payload("connection.created")
+    capsys.readouterr()
+    statuses = [
+        push_with(h, payload, "msg_refusals", token).status_code,
+        push_with(h, payload, "msg_refusals", token).status_code,  # a duplicate
+        push_with(h, h.payload("sync.paused"), "msg_other", token).status_code,  # not mine
+        push_with(h, payload, "msg_refusals", None).status_code,  # no token
+    ]
+    assert statuses == [204, 204, 204, 401]
+    lines = log_lines(capsys)
+    events = [line["event"] for line in lines if "status" in line]
+    assert events == ["event_handled", "duplicate_ignored", "not_mine", "unauthenticated"]
+    assert [line for line in lines if "@type" in line] == []
 
 
 def test_concurrent_duplicate_does_not_run_the_effect_twice(
@@ -356,7 +383,10 @@ def authenticated(
 
 def push_with(h: Harness, payload: dict[str, Any], webhook_id: str, token: str | None) -> Any:
     attributes = delivery_attributes(
-        webhook_id=webhook_id, webhook_timestamp=str(int(time.time())), source="supaglue"
+        webhook_id=webhook_id,
+        webhook_timestamp=str(int(time.time())),
+        source="supaglue",
+        trace=TraceContext.new(),
     ) | event_attributes(parse_event(payload))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = push_envelope(json.dumps(payload).encode(), attributes)

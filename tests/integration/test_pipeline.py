@@ -119,6 +119,7 @@ def send(
         times: int = 1,
         webhook_id: str | None = None,
         sent_at: int | None = None,
+        traceparent: str | None = None,
         **changes: Any,
     ) -> tuple[str, dict[str, Any]]:
         """`sent_at`: when Svix signed it (within the function's five minutes), to send one
@@ -131,6 +132,8 @@ def send(
         webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
         for _ in range(times):
             headers = signed_headers(body, webhook_id=webhook_id, timestamp=sent_at)
+            if traceparent:
+                headers["traceparent"] = traceparent
             response = client.post("/", data=body, headers=headers)
             assert response.status_code == 204, response.data
         return webhook_id, payload
@@ -396,3 +399,61 @@ def test_an_older_event_arriving_after_the_deletion_acts_for_no_deleted_connecti
     # The registry kept the newer deletion, and the sync state still records the run.
     assert stack.doc(CONNECTIONS, doc_id(who, "hubspot"))["status"] == "deleted"
     assert stack.doc(SYNC_STATE, doc_id(who, "hubspot", "counted"))["total_runs"] == 1
+
+
+def test_one_webhook_is_one_trace_through_every_hop(
+    stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
+) -> None:
+    """ingest -> Pub/Sub -> each route's delivery -> Cloud Tasks -> every chunk of the worker:
+    every line under the webhook's trace, each hop with a span of its own."""
+    trace_id, ingest_span = uuid.uuid4().hex, "cd" * 8
+    traceparent = f"00-{trace_id}-{ingest_span}-01"
+    who = customer()
+    webhook_id, _ = send(
+        "entity.entity_mapping.updated",
+        customer_id=who,
+        object_name="contact",
+        traceparent=traceparent,
+    )
+    synced, _ = send("sync.complete", customer_id=who, traceparent=traceparent)
+    backfill = backfill_id(webhook_id, "tests.hooks.backfill.load_contacts")
+    wait_for(
+        lambda: (r := stack.doc(BACKFILLS, backfill)) and r["state"] == "done" and r,
+        timeout=60,
+        what="the backfill to finish",
+    )
+    trace = f"projects/{PROJECT}/traces/{trace_id}"
+
+    def traced(service: str, event: str, webhook: str | None = None) -> list[dict[str, Any]]:
+        return [
+            line
+            for line in stack.log_lines(service)
+            if line.get("event") == event
+            and line.get("logging.googleapis.com/trace") == trace
+            and (webhook is None or line.get("webhook_id") == webhook)
+        ]
+
+    # Each route's delivery of each webhook.
+    deliveries: list[dict[str, Any]] = []
+    for service, webhook in (("backfills", webhook_id), ("alerts", synced), ("transforms", synced)):
+        probe = functools.partial(traced, service, "event_handled", webhook)
+        deliveries.append(wait_for(probe, what=f"{service}'s line under the trace")[0])
+    [scheduled] = traced("backfills", "backfill_scheduled")
+    assert (
+        scheduled["logging.googleapis.com/spanId"] == deliveries[0]["logging.googleapis.com/spanId"]
+    )
+
+    # The task carried the trace to the worker, and each chunk to the next.
+    def four_chunks() -> list[dict[str, Any]] | None:
+        found = traced("backfill-worker", "backfill_chunk_done")
+        return found if len(found) == 4 else None
+
+    chunks = wait_for(four_chunks, what="four chunks under the trace")
+    [completed] = wait_for(lambda: traced("backfill-worker", "backfill_completed"), what="done")
+    assert sorted(line["chunk"] for line in [*chunks, completed]) == [0, 1, 2, 3, 4]
+    spans = [line["logging.googleapis.com/spanId"] for line in [*deliveries, *chunks, completed]]
+    assert all(len(span) == 16 and int(span, 16) for span in spans)
+    assert len(set(spans)) == len(spans) and ingest_span not in spans
+    assert all(
+        line["logging.googleapis.com/trace_sampled"] is True for line in [*chunks, completed]
+    )

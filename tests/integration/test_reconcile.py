@@ -31,6 +31,7 @@ from ops.local.stack import Emulators, Stack, StackSpec, running_stack
 from ops.local.topology import Delivery
 from ops.signing import signed_headers
 from shared.contract import ORIGIN_RECONCILED, Attr
+from shared.log import TraceContext
 from shared.samples import sample
 from tests.hooks.reconcile import CLEANUPS
 from tests.integration.conftest import PROJECT, wait_for
@@ -145,6 +146,17 @@ def test_a_run_whose_webhook_never_came_is_recovered_and_takes_effect_once(
     )
     assert message.attributes[Attr.ORIGIN] == ORIGIN_RECONCILED
     assert message.attributes[Attr.EVENT_TYPE] == "sync.complete"
+    # A trace of its own, which the handlers continue, each line naming what it stands for.
+    trace = TraceContext.from_traceparent(message.attributes[Attr.TRACEPARENT])
+    assert trace is not None
+    assert message.attributes[Attr.LINKED_WEBHOOK_ID] == webhook_id
+    [handled] = wait_for(
+        lambda: rec.lines("transforms", event="event_handled", webhook_id=webhook_id),
+        what="the sync-state route's line",
+    )
+    assert handled["logging.googleapis.com/trace"] == f"projects/{PROJECT}/traces/{trace.trace_id}"
+    assert handled["logging.googleapis.com/spanId"] not in (None, trace.span_id)
+    assert (handled["origin"], handled["linked_webhook_id"]) == (ORIGIN_RECONCILED, webhook_id)
     assert message.attributes[Attr.CUSTOMER_ID] == run["customer_id"]
     body = json.loads(message.data)
     assert body.keys() == sample("sync.complete").keys()

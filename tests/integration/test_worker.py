@@ -31,7 +31,7 @@ from handlers.hooks import (
 from handlers.runtime import Runtime
 from handlers.store import BACKFILLS, DELETED_CONNECTIONS, doc_id
 from handlers.worker import create_worker_app
-from shared.log import JsonLogger
+from shared.log import REPORTED_ERROR_TYPE, JsonLogger
 from shared.settings import HandlerSettings
 from tests.integration.conftest import PROJECT, FakeCloudTasks
 from tests.oidc_issuer import LocalGoogleIssuer
@@ -303,3 +303,38 @@ def test_a_backfill_of_a_connection_deleted_after_its_trigger_stops_cancelled(
     assert h.run(0) == 204
     assert ran == []
     assert h.record()["state"] == "cancelled"
+
+
+def test_a_chunk_continues_the_tasks_trace_and_hands_it_to_the_next(
+    worker: Callable[..., WorkerHarness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = worker(pages(25))
+    trace_id, scheduler_span = "ab" * 16, "cd" * 8
+    capsys.readouterr()
+    assert h.run(0, headers={"traceparent": f"00-{trace_id}-{scheduler_span}-01"}) == 204
+    [line] = [json.loads(out) for out in capsys.readouterr().out.splitlines()]
+    assert line["event"] == "backfill_chunk_done"
+    assert line["logging.googleapis.com/trace"] == f"projects/{PROJECT}/traces/{trace_id}"
+    span = line["logging.googleapis.com/spanId"]
+    assert span != scheduler_span
+    [request] = h.tasks.requests
+    # The next chunk's parent is this chunk's span, in the same trace.
+    assert request.task.http_request.headers["traceparent"] == f"00-{trace_id}-{span}-01"
+
+
+def test_a_crash_in_a_chunk_is_retried_and_reported_to_error_reporting(
+    worker: Callable[..., WorkerHarness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(chunk: BackfillChunk) -> ChunkResult:
+        raise RuntimeError("the source moved")
+
+    h = worker(broken)
+    capsys.readouterr()
+    assert h.run(0) == 503
+    [line] = [json.loads(out) for out in capsys.readouterr().out.splitlines()]
+    assert (line["severity"], line["event"]) == ("ERROR", "handler_crashed")
+    assert line["@type"] == REPORTED_ERROR_TYPE
+    summary, stack = line["message"].split("\n", 1)
+    assert summary == "backfill worker: handler_crashed"
+    assert stack.startswith("Traceback (most recent call last):")
+    assert stack.rstrip().endswith("RuntimeError: the source moved")

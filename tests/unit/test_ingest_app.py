@@ -22,7 +22,9 @@ import pytest
 from ingest_fn import publisher
 from ingest_fn.classify import Destination, OutgoingMessage
 from ingest_fn.publisher import AsyncPublisher
+from ingest_fn.service import Ingestor
 from ops.signing import DEV_SECRET, signed_headers
+from shared.log import REPORTED_ERROR_TYPE, TraceContext
 from shared.samples import sample, sample_bytes, sample_types
 from tests.conftest import IngestClient, configured_ingest_client
 
@@ -82,7 +84,8 @@ def test_every_sample_event_is_published_with_its_attributes(
 ) -> None:
     body = sample_bytes(event_type)
     headers = signed_headers(body, webhook_id=f"msg_{event_type}", timestamp=int(time.time()))
-    response = post(client, body, headers)
+    traceparent = f"00-{'ab' * 16}-{'cd' * 8}-01"
+    response = post(client, body, {**headers, "traceparent": traceparent})
     assert response.status_code == 204, response.data
     assert response.headers["X-Webhook-Outcome"] == "published"
     [message] = published.messages
@@ -94,6 +97,8 @@ def test_every_sample_event_is_published_with_its_attributes(
         "webhook_id": f"msg_{event_type}",
         "webhook_timestamp": headers["svix-timestamp"],
         "source": "supaglue",
+        # The request's own trace and span: the parent of every handler's span.
+        "traceparent": traceparent,
         "customer_id": payload["customer_id"],
         "provider_name": payload["provider_name"],
     }
@@ -487,6 +492,77 @@ def test_cloud_trace_header_correlates_the_log_line(
     [line] = _log_lines(capsys.readouterr().out)
     assert line["logging.googleapis.com/trace"] == f"projects/unit-test/traces/{'1f' * 16}"
     assert line["logging.googleapis.com/spanId"] == "00000000000000ff"
+
+
+def test_the_message_carries_the_requests_trace_in_w3c_form(
+    client: IngestClient, published: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = sample_bytes("sync.paused")
+    post(client, body, {**signed_headers(body), "X-Cloud-Trace-Context": f"{'1f' * 16}/255;o=1"})
+    # Google's header, in the form the next hops read; its span is the request's.
+    assert published.messages[-1].attributes["traceparent"] == f"00-{'1f' * 16}-{'0' * 14}ff-01"
+    quarantined = b"[1, 2]"
+    post(
+        client,
+        quarantined,
+        {**signed_headers(quarantined), "traceparent": f"00-{'2e' * 16}-{'3d' * 8}-00"},
+    )
+    assert published.messages[-1].destination is Destination.QUARANTINE
+    assert published.messages[-1].attributes["traceparent"] == f"00-{'2e' * 16}-{'3d' * 8}-00"
+
+
+def test_a_request_without_a_trace_starts_one_that_its_message_and_line_share(
+    client: IngestClient, published: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    traces = set()
+    for _ in range(2):
+        body = sample_bytes("sync.complete")
+        post(client, body, signed_headers(body))
+        [line] = _log_lines(capsys.readouterr().out)
+        trace = TraceContext.from_traceparent(published.messages[-1].attributes["traceparent"])
+        assert trace is not None
+        assert line["logging.googleapis.com/trace"] == f"projects/unit-test/traces/{trace.trace_id}"
+        assert line["logging.googleapis.com/spanId"] == trace.span_id
+        traces.add(trace.trace_id)
+    assert len(traces) == 2
+
+
+def test_a_crash_answers_500_with_a_line_error_reporting_groups(
+    client: IngestClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Ingestor, "ingest", broken)
+    capsys.readouterr()
+    body = sample_bytes("sync.complete")
+    response = post(client, body, signed_headers(body))
+    assert response.status_code == 500
+    assert response.json() == {"error": "ingest_crashed", "detail": "not stored; retry later"}
+    [line] = _log_lines(capsys.readouterr().out)
+    assert line["severity"] == "ERROR"
+    assert line["event"] == "ingest_crashed"
+    assert line["@type"] == REPORTED_ERROR_TYPE
+    assert line["serviceContext"] == {"service": "ingest"}
+    summary, stack = line["message"].split("\n", 1)
+    assert summary == "webhook refused: ZeroDivisionError: a bug"
+    assert stack.startswith("Traceback (most recent call last):")
+    assert stack.rstrip().endswith("ZeroDivisionError: a bug")
+
+
+def test_refusals_are_not_error_reports(
+    configure: Configure, published: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = configure(MAX_BODY_BYTES="1000")
+    body = sample_bytes("sync.complete")
+    capsys.readouterr()
+    post(client, body, signed_headers(body, OTHER_SECRET))  # 401
+    client.get("/")  # 405
+    post(client, b"x" * 2_000, signed_headers(b"x"))  # 413
+    lines = _log_lines(capsys.readouterr().out)
+    assert [line["httpRequest"]["status"] for line in lines] == [401, 405, 413]
+    assert not [line for line in lines if "@type" in line]
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from ingest_fn.verify import SignedHeaders
 from ops.local.fake_supaglue import DEV_API_KEY, FakeSupaglue
 from shared.contract import ORIGIN_RECONCILED, SOURCE_SUPAGLUE, Attr
 from shared.events import SyncCompleteObject, SyncPaused, parse_event
+from shared.log import TraceContext
 
 SPEC = json.loads((Path(api.__file__).with_name("mgmt-openapi.json")).read_text())
 SCHEMAS = SPEC["components"]["schemas"]
@@ -228,10 +229,22 @@ def test_a_recovered_run_is_the_webhook_the_ingest_function_would_have_published
     assert (event.error_message is not None) == (result == "ERROR")
     # The attributes the ingest function gives the same body, sent when the run ended.
     sent_at = str(synthetic.epoch("2026-11-30T10:05:00Z"))
+    # Its trace is its own, new (no webhook came to start one), and it names what it stands for.
+    trace = TraceContext.from_traceparent(message.attributes[Attr.TRACEPARENT])
+    assert trace is not None
     ingested = classify(
-        message.data, SignedHeaders(message.webhook_id, sent_at), source=SOURCE_SUPAGLUE
+        message.data,
+        SignedHeaders(message.webhook_id, sent_at),
+        source=SOURCE_SUPAGLUE,
+        trace=trace,
     )
-    assert message.attributes == {**ingested.attributes, Attr.ORIGIN.value: ORIGIN_RECONCILED}
+    assert message.attributes == {
+        **ingested.attributes,
+        Attr.ORIGIN.value: ORIGIN_RECONCILED,
+        Attr.LINKED_WEBHOOK_ID.value: message.webhook_id,
+    }
+    again = synthetic.sync_complete(run(status=status, num_records_synced=7))
+    assert again.attributes[Attr.TRACEPARENT] != message.attributes[Attr.TRACEPARENT]
     assert message.webhook_id == "reconciled:run:run_1"
     # Its effect is keyed on the run, as the webhook's is, whatever its webhook id.
     webhook = parse_event({**json.loads(message.data)})
