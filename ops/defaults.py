@@ -20,6 +20,9 @@ SUPAGLUE_ADMIN_PATH: Final = "/_fake"
 # 8090 leaves them where the table puts them.
 HANDLERS_BASE_PORT: Final = 8090
 
+# The inspector (ops/inspector/): a read-only page of each webhook's journey.
+INSPECTOR_PORT: Final = 8088
+
 # `ops receive`: a stand-in for Slack or any endpoint your hooks call.
 RECEIVE_PORT: Final = 9999
 

@@ -51,6 +51,7 @@ FIRESTORE_PORT_ENV: Final = "LOCAL_FIRESTORE_PORT"
 TASKS_PORT_ENV: Final = "LOCAL_TASKS_PORT"
 SUPAGLUE_PORT_ENV: Final = "LOCAL_SUPAGLUE_PORT"
 HANDLERS_PORT_ENV: Final = "LOCAL_HANDLERS_BASE_PORT"
+INSPECTOR_PORT_ENV: Final = "LOCAL_INSPECTOR_PORT"
 LOG_DIR_ENV: Final = "LOCAL_LOG_DIR"
 # The example hooks: a mapping change starts a real backfill, a sync runs a transform.
 HOOK_MODULES: Final = "hooks.contacts"
@@ -80,6 +81,7 @@ class Ports:
     tasks: int = defaults.TASKS_PORT
     handlers_base: int = defaults.HANDLERS_BASE_PORT
     supaglue: int = defaults.SUPAGLUE_PORT
+    inspector: int = defaults.INSPECTOR_PORT
 
     def services(self, table: RoutingTable | None = None) -> dict[str, int]:
         """Each service at its routing table's local_port, shifted by the base port."""
@@ -99,6 +101,7 @@ class Ports:
             ),
             (self.ingest, "ingest function", f"--ingest-port / {INGEST_PORT_ENV}"),
             (self.supaglue, "fake Supaglue API", f"--supaglue-port / {SUPAGLUE_PORT_ENV}"),
+            (self.inspector, "inspector", f"--inspector-port / {INSPECTOR_PORT_ENV}"),
         ]
 
 
@@ -129,6 +132,7 @@ class RunConfig:
             watch_events=True,
             routing=with_hook_events(load_table(), hook_modules),
             supaglue_port=self.ports.supaglue,
+            inspector_port=self.ports.inspector,
         )
 
     def host(self, port: int) -> str:
@@ -268,6 +272,7 @@ def banner(config: RunConfig, environ: Mapping[str, str] = os.environ) -> str:
             f"  Cloud Tasks       {config.host(ports.tasks)}  "
             f"(queue {tasks_queue_path(config.project, NAMES)})",
             f"  fake Supaglue API {supaglue_url}  (what the reconciler reads)",
+            f"  inspector         {spec.inspector_url}  (read-only: each webhook's journey)",
             *(f"  {service:<17} {spec.service_url(service)}" for service in spec.service_ports),
             f"  topics            {NAMES.events_topic}, {NAMES.quarantine_topic}, "
             f"{NAMES.dead_letter_topic('<route>')}",
@@ -285,8 +290,10 @@ def banner(config: RunConfig, environ: Mapping[str, str] = os.environ) -> str:
             "Other samples, e.g. a connection's lifecycle (all of them: `send --list`):",
             f"  {send('connection.created')}",
             f"  {send('connection.deleted')}",
-            "See the effects: the handlers' state in Firestore, and what reached the topics",
-            "(events, quarantine, dead letters; without --once, watch keeps watching):",
+            "See the effects: the inspector above, in a browser; or the handlers' state in",
+            "Firestore, and what reached the topics (events, quarantine, dead letters; without",
+            "--once, watch keeps watching; what it prints it acknowledges, so the inspector",
+            "and `dlq list` no longer show it):",
             f"  {_ops_command(*status)}",
             f"  {_ops_command(*watch, '--once')}",
             *recovery,
@@ -413,6 +420,9 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         "--supaglue-port", SUPAGLUE_PORT_ENV, defaults.SUPAGLUE_PORT, "fake Supaglue API port"
     )
     port_option(
+        "--inspector-port", INSPECTOR_PORT_ENV, defaults.INSPECTOR_PORT, "the inspector's port"
+    )
+    port_option(
         "--handlers-base-port",
         HANDLERS_PORT_ENV,
         defaults.HANDLERS_BASE_PORT,
@@ -440,6 +450,7 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         tasks=args.tasks_port,
         handlers_base=args.handlers_base_port,
         supaglue=args.supaglue_port,
+        inspector=args.inspector_port,
     )
     every = [port for port, _, _ in ports.every_port()]
     if len(set(every)) != len(every):

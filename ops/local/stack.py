@@ -21,6 +21,8 @@ from typing import Any, Final
 
 from handlers.hooks import hooks, load_hook_modules
 from ops.defaults import LOOPBACK
+from ops.inspector.app import HEALTH_PATH as INSPECTOR_HEALTH_PATH
+from ops.inspector.settings import pipeline_variables
 from ops.local import topology
 from ops.local.emulators import Emulator, start_firestore, start_pubsub, start_tasks
 from ops.local.fake_supaglue import DEV_API_KEY, FakeSupaglue
@@ -116,6 +118,8 @@ class StackSpec:
     supaglue_port: int = 0
     # The reconciler's own settings beside the shared ones (RECONCILE_*).
     reconciler_env: Mapping[str, str] = field(default_factory=dict)
+    # Serve the inspector (ops/inspector/) too, on this port.
+    inspector_port: int | None = None
 
     @classmethod
     def on_free_ports(
@@ -149,6 +153,11 @@ class StackSpec:
     def ingest_url(self) -> str:
         assert self.ingest_port is not None
         return f"http://{LOOPBACK}:{self.ingest_port}/"
+
+    @property
+    def inspector_url(self) -> str:
+        assert self.inspector_port is not None
+        return f"http://{LOOPBACK}:{self.inspector_port}/"
 
 
 def with_hook_events(table: RoutingTable, hook_modules: str) -> RoutingTable:
@@ -208,6 +217,16 @@ def ingest_env(spec: StackSpec, emulators: Emulators) -> dict[str, str]:
         "PUBSUB_EMULATOR_HOST": emulators.pubsub.host_port,
         **spec.ingest_extra_env,
     }
+
+
+def inspector_env(spec: StackSpec, emulators: Emulators) -> dict[str, str]:
+    """The handlers' own values of what the inspector reads: it sees what they keep."""
+    shared = handler_env(spec, emulators)
+    return {name: shared[name] for name in pipeline_variables() if name in shared}
+
+
+def inspector_argv(port: int) -> list[str]:
+    return [sys.executable, "-m", "ops.inspector", f"--port={port}"]
 
 
 def handler_argv(port: int) -> list[str]:
@@ -272,6 +291,7 @@ class Stack:
         self.ingest_env = ingest_env(spec, emulators)
         self.services: dict[str, Process] = {}
         self.ingest: Process | None = None
+        self.inspector: Process | None = None
         self.supaglue = FakeSupaglue(spec.supaglue_port)
         self._console = console
 
@@ -285,7 +305,8 @@ class Stack:
         shield: Shield = contextlib.nullcontext,
         say: Callable[[str], None] = lambda _text: None,
     ) -> None:
-        """The fake API, the services, then the topology that pushes to them, then the function."""
+        """The fake API, the services, then the topology that pushes to them, then the
+        inspector and the function."""
         spec = self.spec
         say(f"Starting the fake Supaglue management API on {self.supaglue.url} ...")
         self.supaglue.start()
@@ -307,6 +328,17 @@ class Stack:
             spec.delivery,
             watch_events=spec.watch_events,
         )
+        if spec.inspector_port is not None:
+            say(f"Starting the inspector on {spec.inspector_url} ...")
+            with shield():
+                self.inspector = spawn(
+                    "inspector",
+                    inspector_argv(spec.inspector_port),
+                    env=inspector_env(spec, self.emulators),
+                    log_path=spec.log_dir / "inspector.log",
+                    console=self._console,
+                )
+            wait_http(self.inspector, spec.inspector_url.rstrip("/") + INSPECTOR_HEALTH_PATH)
         if spec.ingest_port is not None:
             say(f"Starting the ingest function on {spec.ingest_url} ...")
             with shield():
@@ -341,10 +373,12 @@ class Stack:
         self._wait_service(service)
 
     def processes(self) -> list[Process]:
-        return [*self.services.values(), *([self.ingest] if self.ingest else [])]
+        others = [process for process in (self.inspector, self.ingest) if process is not None]
+        return [*self.services.values(), *others]
 
     def stop(self) -> None:
-        """The function first, then the services, then the fake API; safe to repeat."""
+        """The function and the inspector first, then the services, then the fake API; safe
+        to repeat."""
         for process in reversed(self.processes()):
             process.stop()
         self.supaglue.stop()

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -145,6 +147,10 @@ class LocalStack:
         return f"http://{LOOPBACK}:{self.ports['ingest-port']}/"
 
     @property
+    def inspector_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports['inspector-port']}/"
+
+    @property
     def pubsub_host(self) -> str:
         return f"{LOOPBACK}:{self.ports['pubsub-port']}"
 
@@ -195,6 +201,15 @@ class LocalStack:
                 self.lines.append(self._queue.get(timeout=0.2))
 
 
+def inspector_page(url: str, **search: str) -> str:
+    """The inspector's page as HTML, fetched without any proxy (loopback)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{url}?{urllib.parse.urlencode(search)}", timeout=30) as response:
+        assert response.status == 200
+        page: str = response.read().decode()
+        return page
+
+
 def ops(*args: str, timeout: float = 30) -> str:
     """Run `python -m ops ARGS` as a developer would (from the repository); its output."""
     done = subprocess.run(
@@ -221,6 +236,7 @@ def local_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Loc
         "--firestore-port": free_port(),
         "--tasks-port": free_port(),
         "--supaglue-port": free_port(),
+        "--inspector-port": free_port(),
         "--handlers-base-port": base,
     }
     assert len(set(ports.values())) == len(ports)
@@ -266,6 +282,7 @@ def test_make_run_serves_the_whole_pipeline_and_ctrl_c_leaves_nothing_behind(
     # A quiet start: the readiness checks leave no line that looks like a refused webhook.
     assert not [line for line in banner.splitlines() if line.startswith("ingest | ")], banner
     assert local_stack.ingest_url in banner
+    assert local_stack.inspector_url in banner
     assert f"--firestore-host {local_stack.firestore_host}" in banner
     assert f"--emulator-host {local_stack.pubsub_host}" in banner
 
@@ -275,7 +292,9 @@ def test_make_run_serves_the_whole_pipeline_and_ctrl_c_leaves_nothing_behind(
     assert "functions-framework" in commands
     assert "gcloud_tasks_emulator" in commands
     assert commands.count("java") >= 2  # the Pub/Sub and Firestore emulators
-    assert len(local_stack.groups()) == 1 + 3 + len(SERVICES) + 1
+    assert "ops.inspector" in commands
+    # make run itself, the emulators, the services, the function and the inspector.
+    assert len(local_stack.groups()) == 1 + 3 + len(SERVICES) + 1 + 1
     # Loopback only, emulators included: the dev secret is public, and the emulators would
     # have this machine deliver pushes and tasks wherever a caller asked.
     for port in local_stack.every_port():
@@ -319,7 +338,11 @@ def test_make_run_serves_the_whole_pipeline_and_ctrl_c_leaves_nothing_behind(
     )
     assert record["object"] == "contact"
 
-    # The commands the banner prints for seeing the effects.
+    # The page and the commands the banner prints for seeing the effects; the page first, as
+    # `watch` acknowledges what it prints.
+    page = inspector_page(local_stack.inspector_url, webhook=webhook_id)
+    assert page.count(f">{webhook_id}<") == 1, page
+    assert CONTACTS_BACKFILL in page
     status = ops("status", "--firestore-host", local_stack.firestore_host)
     [state_row] = [line for line in status.splitlines() if " contact " in line and "ERROR" in line]
     assert str(sync["customer_id"]) in state_row

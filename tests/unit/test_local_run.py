@@ -14,7 +14,14 @@ import pytest
 from ops import defaults
 from ops.cli.send import SECRET_ENV
 from ops.local.run import Ports, RunConfig, banner, ensure_port_free, parse_args
-from ops.local.stack import Emulators, handler_argv, handler_env, ingest_argv, ingest_env
+from ops.local.stack import (
+    Emulators,
+    handler_argv,
+    handler_env,
+    ingest_argv,
+    ingest_env,
+    inspector_env,
+)
 from ops.signing import DEV_SECRET
 from shared.routing import load_table
 
@@ -76,6 +83,8 @@ def test_the_banner_names_every_service_and_always_points_status_at_the_emulator
         assert f"{name} " in text
         assert f"http://127.0.0.1:{service.local_port}" in text
     assert "http://127.0.0.1:8080/" in text
+    [inspector_line] = [line for line in text.splitlines() if line.startswith("  inspector ")]
+    assert "http://127.0.0.1:8088/" in inspector_line
     assert "--url" not in text  # the defaults need no flags
     [status_line] = [line for line in text.splitlines() if " -m ops status" in line]
     # Without an emulator host `status` would read a real project's Firestore.
@@ -97,6 +106,7 @@ def test_default_ports_are_fixed_and_distinct() -> None:
         "firestore": ports.firestore,
         "tasks": ports.tasks,
         "supaglue": ports.supaglue,
+        "inspector": ports.inspector,
         **ports.services(),
     } == {
         "ingest": 8080,
@@ -111,6 +121,7 @@ def test_default_ports_are_fixed_and_distinct() -> None:
         "hooks": 8096,
         "reconciler": 8098,
         "supaglue": 8099,
+        "inspector": 8088,
     }
 
 
@@ -159,6 +170,17 @@ def test_services_get_the_test_stacks_settings_and_the_local_worker_url() -> Non
         spec.service_ports["backfills"]
     )
     assert "--host=127.0.0.1" in ingest_argv(8080)
+    # The inspector reads what the services keep: their project, names, routes and emulators.
+    assert inspector_env(spec, fake_emulators(8085, 9001, 9002)) == {
+        name: env[name]
+        for name in (
+            "GOOGLE_CLOUD_PROJECT",
+            "TOPIC_PREFIX",
+            "HOOK_EVENTS",
+            "FIRESTORE_EMULATOR_HOST",
+            "PUBSUB_EMULATOR_HOST",
+        )
+    }
     assert ingest_env(spec, fake_emulators(8085, 9001, 9002))["PUBSUB_EMULATOR_HOST"] == (
         "127.0.0.1:8085"
     )

@@ -1,0 +1,1 @@
+"""A read-only page on loopback: recent webhooks and each one's journey through the pipeline."""
