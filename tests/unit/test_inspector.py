@@ -23,6 +23,7 @@ from ops.inspector.journey import Held, Page, Query, Stored, Webhook, build_page
 from ops.inspector.settings import InspectorSettings, pipeline_variables
 from shared.contract import ORIGIN_RECONCILED, Attr, delivery_attributes, event_attributes
 from shared.events import parse_event
+from shared.log import TraceContext
 from shared.routing import load_table
 from shared.samples import sample
 from shared.settings import HandlerSettings
@@ -36,7 +37,12 @@ def message(
 ) -> Held:
     """A message as the ingest function (and a handler, for a dead letter) stored it."""
     attributes = {
-        **delivery_attributes(webhook_id=webhook_id, webhook_timestamp="1", source="supaglue"),
+        **delivery_attributes(
+            webhook_id=webhook_id,
+            webhook_timestamp="1",
+            source="supaglue",
+            trace=TraceContext.new(),
+        ),
         **event_attributes(parse_event(payload)),
         **extra.pop("attributes", {}),
     }
