@@ -79,7 +79,7 @@ class HandlerContext:
         Busy (retried later) instead of repeating the effect. AlreadyDone if it took effect."""
         if self._claim is not None:
             return
-        claim = self._ledger.claim(self.handler, self._key)
+        claim = self._ledger.claim(self.handler, self._key, received=self.webhook_id)
         if claim.state is ClaimState.DONE:
             raise AlreadyDone(f"{self.handler}/{self._key}")
         if claim.state is ClaimState.BUSY:
@@ -93,7 +93,9 @@ class HandlerContext:
         repeat: each alert hook, each `on` hook. False when it had already taken effect.
         """
         self.claim()
-        return self._ledger.once(f"{self.handler}:{step}", self._key, work)
+        return self._ledger.once(
+            f"{self.handler}:{step}", self._key, work, received=self.webhook_id
+        )
 
     def commit(self, work: Callable[[Transaction], T]) -> T:
         """Run Firestore reads and writes and mark the event done, atomically.
@@ -105,7 +107,7 @@ class HandlerContext:
         if self._claim is not None:
             result = self._ledger.commit_claimed(self._claim, work)
         else:
-            result = self._ledger.commit(self.handler, self._key, work)
+            result = self._ledger.commit(self.handler, self._key, work, received=self.webhook_id)
         self.completed = True
         return result
 
@@ -116,7 +118,7 @@ class HandlerContext:
         if self._claim is not None:
             self._ledger.complete(self._claim)
         else:
-            self._ledger.record_done(self.handler, self._key)
+            self._ledger.record_done(self.handler, self._key, received=self.webhook_id)
         self.completed = True
 
     def release(self, error: str) -> None:

@@ -31,6 +31,8 @@ T = TypeVar("T")
 COLLECTION: Final = "processed_events"
 # Entries carry this field for the Firestore TTL policy Terraform sets on it.
 EXPIRES_FIELD: Final = "expires_at"
+# The id of the webhook whose delivery created an entry keyed on something else (a sync run).
+RECEIVED_FIELD: Final = "received_webhook_id"
 
 
 class ClaimState(StrEnum):
@@ -66,8 +68,16 @@ class Ledger:
         digest = hashlib.sha256(webhook_id.encode()).hexdigest()[:40]
         return self._client.collection(self._collection).document(f"{handler}:{digest}")
 
-    def claim(self, handler: str, webhook_id: str, *, now: datetime | None = None) -> Claim:
-        """Take the event, or say it is done or held by a live attempt."""
+    def claim(
+        self,
+        handler: str,
+        webhook_id: str,
+        *,
+        received: str | None = None,
+        now: datetime | None = None,
+    ) -> Claim:
+        """Take the event, or say it is done or held by a live attempt. `received`: the id of
+        the webhook being delivered, where the entry's key is not it (a sync run's)."""
         now = now or datetime.now(UTC)
         ref = self.ref(handler, webhook_id)
         lease, held = self._leases.grant(ref, now)
@@ -84,6 +94,7 @@ class Ledger:
                 {
                     "handler": handler,
                     "webhook_id": webhook_id,
+                    **_received(webhook_id, received),
                     **running,
                     "attempts": 1,
                     "first_claimed_at": now,
@@ -149,7 +160,14 @@ class Ledger:
         """Mark a claimed entry done (its effects were outside Firestore)."""
         self.commit_claimed(claim, lambda transaction: None)
 
-    def commit(self, handler: str, key: str, work: Callable[[firestore.Transaction], T]) -> T:
+    def commit(
+        self,
+        handler: str,
+        key: str,
+        work: Callable[[firestore.Transaction], T],
+        *,
+        received: str | None = None,
+    ) -> T:
         """Run `work` and create the done entry in one transaction, without a claim.
 
         AlreadyDone if the entry is done, Busy if another attempt holds it. `work` may run
@@ -158,7 +176,7 @@ class Ledger:
         transaction. Nothing of it is stored unless the entry is created or taken over.
         """
         ref = self.ref(handler, key)
-        entry = self._done_entry(handler, key)
+        entry = self._done_entry(handler, key, received)
 
         @firestore.transactional
         def first(transaction: firestore.Transaction) -> T:
@@ -177,19 +195,20 @@ class Ledger:
             found = exc
         return self._commit_over(ref, work, found)
 
-    def record_done(self, handler: str, key: str) -> None:
+    def record_done(self, handler: str, key: str, *, received: str | None = None) -> None:
         """Record a delivery that had no effect: one write, or AlreadyDone / Busy as `commit`."""
         ref = self.ref(handler, key)
         try:
-            ref.create(self._done_entry(handler, key))
+            ref.create(self._done_entry(handler, key, received))
         except api_exceptions.AlreadyExists as exc:
             self._commit_over(ref, lambda transaction: None, exc)
 
-    def _done_entry(self, handler: str, key: str) -> dict[str, Any]:
+    def _done_entry(self, handler: str, key: str, received: str | None) -> dict[str, Any]:
         now = datetime.now(UTC)
         return {
             "handler": handler,
             "webhook_id": key,
+            **_received(key, received),
             "state": "done",
             "attempts": 1,
             "completed_at": now,
@@ -243,14 +262,21 @@ class Ledger:
             {"state": "failed", "last_error": error[:1500], "updated_at": datetime.now(UTC)},
         )
 
-    def once(self, handler: str, webhook_id: str, work: Callable[[], object]) -> bool:
+    def once(
+        self,
+        handler: str,
+        webhook_id: str,
+        work: Callable[[], object],
+        *,
+        received: str | None = None,
+    ) -> bool:
         """Run `work` unless (handler, webhook_id) already took effect; False if it had.
 
         The same guarantees as a delivery's own claim: one attempt at a time (Busy while
         another holds it), a failed attempt released so the next runs at once, done only
         after `work` returned.
         """
-        claim = self.claim(handler, webhook_id)
+        claim = self.claim(handler, webhook_id, received=received)
         if claim.state is ClaimState.DONE:
             return False
         if claim.state is ClaimState.BUSY:
@@ -267,6 +293,11 @@ class Ledger:
         snapshot = self.ref(handler, webhook_id).get()
         data: dict[str, Any] | None = snapshot.to_dict() if snapshot.exists else None
         return data
+
+
+def _received(key: str, received: str | None) -> dict[str, str]:
+    """The webhook that created the entry, where its key is not that webhook's id."""
+    return {RECEIVED_FIELD: received} if received and received != key else {}
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

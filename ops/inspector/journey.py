@@ -24,6 +24,7 @@ from typing import Any, Final, Literal
 
 from handlers.idempotency import event_key
 from handlers.lease import EXPIRES, Leases
+from handlers.ledger import RECEIVED_FIELD
 from shared.contract import ORIGIN_RECONCILED, Attr
 from shared.errors import InvalidEvent
 from shared.events import SyncCompleteRun, normalise_customer_id, parse_event
@@ -246,6 +247,10 @@ def build_page(
         key = entry.get("webhook_id")
         if isinstance(key, str) and key:
             draft = drafts.of(key)
+            # A deployment keeps no events watch subscription: the entry names the webhook.
+            received = entry.get(RECEIVED_FIELD)
+            if isinstance(received, str):
+                draft.name(received)
             draft.entries.append(entry)
             draft.saw(_datetime(entry.get("updated_at")))
     for message in stored.messages:

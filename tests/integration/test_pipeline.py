@@ -149,7 +149,7 @@ def test_signed_webhook_reaches_its_handler_and_takes_effect(
     stack: Pipeline, send: Callable[..., tuple[str, dict[str, Any]]]
 ) -> None:
     who = customer()
-    send("sync.complete", customer_id=who, num_records_synced=12)
+    webhook_id, payload = send("sync.complete", customer_id=who, num_records_synced=12)
     state = wait_for(
         lambda: stack.doc(SYNC_STATE, doc_id(who, "hubspot", "contact")), what="sync state"
     )
@@ -158,6 +158,10 @@ def test_signed_webhook_reaches_its_handler_and_takes_effect(
         12,
         1,
     )
+    # Keyed on its run, the ledger entry still names the webhook that brought it.
+    entry = stack.state("sync-state", event_key(parse_event(payload), webhook_id))
+    assert entry is not None
+    assert (entry["state"], entry["received_webhook_id"]) == ("done", webhook_id)
 
 
 def test_the_same_webhook_delivered_three_times_takes_effect_once(

@@ -152,6 +152,17 @@ def test_a_ledger_entry_alone_learns_its_webhook_from_the_documents_that_name_it
     )
 
 
+def test_a_sync_run_known_only_from_the_ledger_names_the_webhook_that_brought_it() -> None:
+    """As on a deployment: the entry keyed on the run keeps the delivered webhook's id."""
+    key = "sync.complete:acme:hubspot:run-9"
+    ledger = [
+        entry(route, key, received_webhook_id="msg_svix_9") for route in ("alerts", "sync-state")
+    ]
+    webhook = only(page(Stored(ledger=ledger)))
+    assert webhook.key == key and "msg_svix_9" in webhook.webhook_ids
+    assert only(page(Stored(ledger=ledger), Query(webhook="msg_svix_9"))).key == key
+
+
 def test_a_ledger_entry_is_done_held_expired_or_failed_as_stored_and_its_lease_tells_which() -> (
     None
 ):
