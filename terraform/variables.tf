@@ -71,7 +71,7 @@ locals {
   # (tests/terraform checks that every name the settings classes read and Terraform sets is here.)
   reserved_env_names = toset([
     "SERVICE", "PORT", "THREADS", "TOPIC_PREFIX", "REPEATED_FAILURE_THRESHOLD",
-    "PUBLISH_TIMEOUT_SECONDS", "PATH", "HOME",
+    "PUBLISH_TIMEOUT_SECONDS", "CLAIM_EVERY_DELIVERY", "PATH", "HOME",
   ])
   reserved_env_prefixes = toset([
     "GOOGLE_", "PUSH_", "HOOK_", "TASKS_", "BACKFILL_", "LEDGER_", "FIRESTORE_", "PUBSUB_",
