@@ -1,54 +1,11 @@
-# Log-based metrics count the code's own log lines by their stable `event` field
-# (shared/log.py); a test runs each code path and checks the filter matches the line it writes.
-# Filters here are ANDed comparisons only, the subset that test evaluates.
-
-locals {
-  log_metrics = {
-    sync_failed = {
-      filter      = "jsonPayload.event=\"sync_failed\" AND severity=ERROR"
-      description = "A Supaglue sync finished with result ERROR (alerts handler)."
-      by_provider = true
-    }
-    reconnect_required = {
-      filter      = "jsonPayload.event=\"reconnect_required\""
-      description = "A sync paused because the customer's CRM authorisation was lost; they must reconnect."
-      by_provider = true
-    }
-    signature_rejected = {
-      filter      = "jsonPayload.event=\"signature_rejected\" AND labels.component=\"ingest\""
-      description = "A webhook whose signature or timestamp did not verify (answered 401)."
-      by_provider = false
-    }
-    publish_failed = {
-      filter      = "jsonPayload.event=\"publish_failed\" AND labels.component=\"ingest\""
-      description = "The ingest function could not get Pub/Sub to confirm a publish (answered 503)."
-      by_provider = false
-    }
-    backfill_failed = {
-      filter      = "jsonPayload.event=\"backfill_failed\" AND severity=ERROR"
-      description = "A backfill stopped on a permanent error (backfill worker)."
-      by_provider = false
-    }
-    sync_failed_repeatedly = {
-      filter      = "jsonPayload.event=\"sync_failed_repeatedly\" AND severity=CRITICAL AND labels.component=\"alerts\""
-      description = "The same customer's sync of one object failed alert_thresholds.repeated_sync_failures times in a row (alerts handler)."
-      by_provider = true
-    }
-    events_reconciled = {
-      filter      = "jsonPayload.event=\"events_reconciled\" AND labels.component=\"reconciler\""
-      description = "An event the reconciler recovered from Supaglue's API: its webhook never arrived."
-      by_provider = true
-    }
-  }
-
-  metric_type = { for name, _ in local.log_metrics : name => "logging.googleapis.com/user/${var.name_prefix}_${name}" }
-}
+# The log-based metrics of metrics.tf; a test runs each code path and checks its filter matches
+# the line it writes, and extracts the labels it names.
 
 resource "google_logging_metric" "events" {
   for_each = local.log_metrics
 
   project     = var.project_id
-  name        = "${var.name_prefix}_${each.key}"
+  name        = local.log_metric_name[each.key]
   description = each.value.description
   filter      = each.value.filter
 
@@ -58,16 +15,16 @@ resource "google_logging_metric" "events" {
     unit        = "1"
 
     dynamic "labels" {
-      for_each = each.value.by_provider ? ["provider_name"] : []
+      for_each = each.value.labels
       content {
-        key         = labels.value
+        key         = labels.key
         value_type  = "STRING"
-        description = "The CRM, as Supaglue names it."
+        description = local.log_metric_label_descriptions[labels.key]
       }
     }
   }
 
-  label_extractors = each.value.by_provider ? { provider_name = "EXTRACT(jsonPayload.provider_name)" } : {}
+  label_extractors = local.log_metric_label_extractors[each.key]
 
   depends_on = [google_project_service.apis]
 }

@@ -294,18 +294,18 @@ def test_every_alert_policy_notifies_every_channel() -> None:
 
 def test_repeated_sync_failures_raise_a_critical_alert_from_the_alerts_service() -> None:
     module = load()
-    metric = module.locals["log_metrics"]["sync_failed_repeatedly"]
-    clauses = literal(metric["filter"]).split(" AND ")
+    metric = computed("local.log_metrics")["sync_failed_repeatedly"]
+    clauses = metric["filter"].split(" AND ")
     assert clauses == [
         'jsonPayload.event="sync_failed_repeatedly"',
         "severity=CRITICAL",
         'labels.component="alerts"',
     ]
-    assert metric["by_provider"] is True
+    assert metric["labels"] == {"provider_name": "jsonPayload.provider_name"}
     alert = module.locals["log_alerts"]["sync_failed_repeatedly"]
     assert literal(alert["severity"]) == "CRITICAL"
     # Every alert counts one of the metrics; this one fires on the first such line.
-    assert set(module.locals["log_alerts"]) <= set(module.locals["log_metrics"])
+    assert set(module.locals["log_alerts"]) <= set(computed("local.log_metrics"))
     assert alert["threshold"] == 0
     runbook = literal(alert["runbook"])
     for field in (
