@@ -74,8 +74,9 @@ def load() -> Module:
 
 # The prefix the tests deploy under; names Terraform computes carry it.
 PREFIX: Final = "acme"
-# The module's files without resources: Terraform evaluates them offline, with no provider.
-PURE_FILES: Final = ("routing.tf", "variables.tf", "metrics.tf")
+# The module's files without resources (and the template they render): Terraform evaluates
+# them offline, with no provider.
+PURE_FILES: Final = ("routing.tf", "variables.tf", "metrics.tf", "dashboard.json.tftpl")
 
 
 @cache
