@@ -83,4 +83,16 @@ locals {
   log_metric_name = { for name, _ in local.log_metrics : name => "${var.name_prefix}_${name}" }
   metric_type     = { for name, metric in local.log_metric_name : name => "logging.googleapis.com/user/${metric}" }
 
+  # Ingest refusing most requests (a wrong secret after a deploy, the function failing): the
+  # share of its requests answered other than 2xx over the window, while it held for as long,
+  # and with a few refusals in the window so that one probe on a quiet night is not "most".
+  # Cloud Run's own request count, not the function's log lines: it counts what the function
+  # never got to log (a crash, a timeout) too. The PromQL names are Cloud Monitoring's mapping
+  # of run.googleapis.com/request_count and its resource and metric labels.
+  ingest_requests_promql = "run_googleapis_com:request_count{monitored_resource=\"cloud_run_revision\",service_name=\"${local.ingest_function}\""
+  ingest_refused_promql  = "sum(increase(${local.ingest_requests_promql},response_code_class!=\"2xx\"}[${var.alert_thresholds.ingest_refused_minutes}m]))"
+  ingest_refusal_query = join(" ", [
+    "(${local.ingest_refused_promql} / sum(increase(${local.ingest_requests_promql}}[${var.alert_thresholds.ingest_refused_minutes}m])) > ${var.alert_thresholds.ingest_refused_ratio})",
+    "and (${local.ingest_refused_promql} >= ${var.alert_thresholds.ingest_refused_min_requests})",
+  ])
 }
