@@ -1,54 +1,11 @@
-# Log-based metrics count the code's own log lines by their stable `event` field
-# (shared/log.py); a test runs each code path and checks the filter matches the line it writes.
-# Filters here are ANDed comparisons only, the subset that test evaluates.
-
-locals {
-  log_metrics = {
-    sync_failed = {
-      filter      = "jsonPayload.event=\"sync_failed\" AND severity=ERROR"
-      description = "A Supaglue sync finished with result ERROR (alerts handler)."
-      by_provider = true
-    }
-    reconnect_required = {
-      filter      = "jsonPayload.event=\"reconnect_required\""
-      description = "A sync paused because the customer's CRM authorisation was lost; they must reconnect."
-      by_provider = true
-    }
-    signature_rejected = {
-      filter      = "jsonPayload.event=\"signature_rejected\" AND labels.component=\"ingest\""
-      description = "A webhook whose signature or timestamp did not verify (answered 401)."
-      by_provider = false
-    }
-    publish_failed = {
-      filter      = "jsonPayload.event=\"publish_failed\" AND labels.component=\"ingest\""
-      description = "The ingest function could not get Pub/Sub to confirm a publish (answered 503)."
-      by_provider = false
-    }
-    backfill_failed = {
-      filter      = "jsonPayload.event=\"backfill_failed\" AND severity=ERROR"
-      description = "A backfill stopped on a permanent error (backfill worker)."
-      by_provider = false
-    }
-    sync_failed_repeatedly = {
-      filter      = "jsonPayload.event=\"sync_failed_repeatedly\" AND severity=CRITICAL AND labels.component=\"alerts\""
-      description = "The same customer's sync of one object failed alert_thresholds.repeated_sync_failures times in a row (alerts handler)."
-      by_provider = true
-    }
-    events_reconciled = {
-      filter      = "jsonPayload.event=\"events_reconciled\" AND labels.component=\"reconciler\""
-      description = "An event the reconciler recovered from Supaglue's API: its webhook never arrived."
-      by_provider = true
-    }
-  }
-
-  metric_type = { for name, _ in local.log_metrics : name => "logging.googleapis.com/user/${var.name_prefix}_${name}" }
-}
+# The log-based metrics of metrics.tf; a test runs each code path and checks its filter matches
+# the line it writes, and extracts the labels it names.
 
 resource "google_logging_metric" "events" {
   for_each = local.log_metrics
 
   project     = var.project_id
-  name        = "${var.name_prefix}_${each.key}"
+  name        = local.log_metric_name[each.key]
   description = each.value.description
   filter      = each.value.filter
 
@@ -58,16 +15,16 @@ resource "google_logging_metric" "events" {
     unit        = "1"
 
     dynamic "labels" {
-      for_each = each.value.by_provider ? ["provider_name"] : []
+      for_each = each.value.labels
       content {
-        key         = labels.value
+        key         = labels.key
         value_type  = "STRING"
-        description = "The CRM, as Supaglue names it."
+        description = local.log_metric_label_descriptions[labels.key]
       }
     }
   }
 
-  label_extractors = each.value.by_provider ? { provider_name = "EXTRACT(jsonPayload.provider_name)" } : {}
+  label_extractors = local.log_metric_label_extractors[each.key]
 
   depends_on = [google_project_service.apis]
 }
@@ -183,43 +140,54 @@ locals {
     google_monitoring_notification_channel.webhook[*].id,
   )
 
-  # Alerts on the log-based metrics above: threshold over a five-minute sum.
+  # Cloud Monitoring takes at most six conditions in a policy; the per-route policies have one
+  # per route, so the incident names the route.
+  max_policy_conditions = 6
+
+  # Alerts on the log-based metrics: threshold over a five-minute sum. `runbook` is the anchor of
+  # the policy's entry under the README's Runbook, as GitHub derives it from the heading.
   log_alerts = {
     sync_failed = {
       severity  = "ERROR"
       title     = "Supaglue sync failed"
       threshold = 0
-      runbook   = "A sync reported ERROR. Runbook: README, 'A sync alert fires'. The log line carries customer_id, connection_id, provider_name, object and error_message."
+      summary   = "A sync reported ERROR. The log line carries customer_id, connection_id, provider_name, object and error_message."
+      runbook   = "a-sync-alert-fires"
     }
     reconnect_required = {
       severity  = "WARNING"
       title     = "Supaglue sync paused: customer must reconnect"
       threshold = 0
-      runbook   = "Supaglue paused a sync because the CRM authorisation was lost. Ask the customer to reconnect; the log line names customer and provider."
+      summary   = "Supaglue paused a sync because the CRM authorisation was lost. Ask the customer to reconnect; the log line names customer and provider."
+      runbook   = "a-sync-alert-fires"
     }
     signature_rejected = {
       severity  = "WARNING"
       title     = "Webhook signature rejections spiking"
       threshold = var.alert_thresholds.signature_rejections_per_5m
-      runbook   = "Many webhooks failed signature checks: a rotated secret not yet added to the function (README, 'Rotate the signing secret'), clock skew, or someone probing the endpoint."
+      summary   = "Many webhooks failed signature checks: a rotated secret not yet added to the function, clock skew, or someone probing the endpoint."
+      runbook   = "signature-rejections-spike"
     }
     backfill_failed = {
       severity  = "ERROR"
       title     = "Backfill failed"
       threshold = 0
-      runbook   = "A backfill stopped on a permanent error; `python -m ops status` shows it with its last error."
+      summary   = "A backfill stopped on a permanent error; `python -m ops status` shows it with its last error."
+      runbook   = "a-backfill-failed"
     }
     sync_failed_repeatedly = {
       severity  = "CRITICAL"
       title     = "Supaglue sync failing repeatedly"
       threshold = 0
-      runbook   = "The same customer's sync of one object failed several times in a row (alert_thresholds.repeated_sync_failures): the integration is broken, not flaky. Runbook: README, 'A sync alert fires'. The log line carries customer_id, provider_name, connection_id, object and consecutive_failures."
+      summary   = "The same customer's sync of one object failed several times in a row (alert_thresholds.repeated_sync_failures): the integration is broken, not flaky. The log line carries customer_id, provider_name, connection_id, object and consecutive_failures."
+      runbook   = "a-sync-alert-fires"
     }
     events_reconciled = {
       severity  = "WARNING"
       title     = "Events recovered by reconciliation: webhooks were lost upstream"
       threshold = 0
-      runbook   = "The reconciler found runs or connection changes in Supaglue's API that no webhook reported, and published them (they took effect once). Find out why webhooks were lost: README, 'Events were recovered by reconciliation'."
+      summary   = "The reconciler found runs or connection changes in Supaglue's API that no webhook reported, and published them (they took effect once). Find out why webhooks were lost."
+      runbook   = "events-were-recovered-by-reconciliation"
     }
   }
 }
@@ -252,7 +220,7 @@ resource "google_monitoring_alert_policy" "log_events" {
   }
 
   documentation {
-    content   = each.value.runbook
+    content   = "${each.value.summary}\n\n[Runbook](${var.runbook_url}#${each.value.runbook})"
     mime_type = "text/markdown"
   }
 
@@ -309,7 +277,7 @@ resource "google_monitoring_alert_policy" "ingest_5xx" {
   }
 
   documentation {
-    content   = "The ingest function answered 5xx: Svix retries these, so nothing is lost yet, but Pub/Sub may be unavailable or the function failing. Check its logs for publish_failed."
+    content   = "The ingest function answered 5xx: Svix retries these, so nothing is lost yet, but Pub/Sub may be unavailable or the function failing.\n\n[Runbook](${var.runbook_url}#ingest-answers-5xx)"
     mime_type = "text/markdown"
   }
 
@@ -318,6 +286,86 @@ resource "google_monitoring_alert_policy" "ingest_5xx" {
   }
 
   depends_on = [google_logging_metric.events]
+}
+
+# Ingest refusing most requests for a sustained time: after a deploy with a wrong signing
+# secret every webhook gets 401, Svix retries each for about 28 hours and disables the endpoint
+# after 5 days of failures. A ratio with a minimum count is one PromQL expression
+# (local.ingest_refusal_query, metrics.tf). PromQL, not MQL (condition_monitoring_query_language):
+# Google deprecated MQL (no longer offered in the console since July 2025) and recommends PromQL,
+# which the provider supports as condition_prometheus_query_language. A condition_threshold
+# ratio (denominator_filter) could not carry the minimum count in the same condition.
+resource "google_monitoring_alert_policy" "ingest_refusals" {
+  project               = var.project_id
+  display_name          = "${var.name_prefix}: ingest refusing most webhooks"
+  severity              = "CRITICAL"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "most ingest requests answered other than 2xx"
+    condition_prometheus_query_language {
+      query               = local.ingest_refusal_query
+      duration            = "${var.alert_thresholds.ingest_refused_minutes * 60}s"
+      evaluation_interval = "60s"
+    }
+  }
+
+  documentation {
+    content   = "For ${var.alert_thresholds.ingest_refused_minutes} minutes, more than ${var.alert_thresholds.ingest_refused_ratio * 100}% of the requests to the ingest function were answered other than 2xx. Svix retries each webhook for about 28 hours and disables the endpoint after 5 days of failures; until it is fixed, webhooks are not stored.\n\n[Runbook](${var.runbook_url}#ingest-refuses-most-webhooks)"
+    mime_type = "text/markdown"
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+}
+
+# Push backlog: a route's push subscription holds an event older than a handler should ever
+# leave one, retries and back-off included: the handler keeps failing or is not reached, long
+# before the event exhausts its delivery attempts and is dead-lettered. One condition per route.
+resource "google_monitoring_alert_policy" "push_backlog" {
+  project               = var.project_id
+  display_name          = "${var.name_prefix}: push subscription falling behind"
+  severity              = "ERROR"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  dynamic "conditions" {
+    for_each = local.subscribed_routes
+    content {
+      display_name = "oldest event waiting for ${conditions.key}"
+      condition_threshold {
+        filter          = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.push[conditions.key].name}\""
+        comparison      = "COMPARISON_GT"
+        threshold_value = var.alert_thresholds.backlog_max_age_seconds
+        duration        = "0s"
+        aggregations {
+          alignment_period   = "60s"
+          per_series_aligner = "ALIGN_MAX"
+        }
+        trigger {
+          count = 1
+        }
+      }
+    }
+  }
+
+  documentation {
+    content   = "A route's push subscription holds an event older than ${var.alert_thresholds.backlog_max_age_seconds} s: its handler keeps failing or cannot be reached, and the event is dead-lettered after delivery.max_delivery_attempts.\n\n[Runbook](${var.runbook_url}#a-push-subscription-falls-behind)"
+    mime_type = "text/markdown"
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  lifecycle {
+    precondition {
+      condition     = length(local.subscribed_routes) <= local.max_policy_conditions
+      error_message = "The push backlog policy has a condition per route, and Cloud Monitoring takes at most ${local.max_policy_conditions}: split it before adding a route."
+    }
+  }
 }
 
 # Dead-letter backlog: a message that exhausted its retries (or a handler set aside) waits on
@@ -350,11 +398,18 @@ resource "google_monitoring_alert_policy" "dead_letter_backlog" {
   }
 
   documentation {
-    content   = "Events were set aside on a dead-letter subscription. Runbook: README, 'The dead-letter backlog grows': `python -m ops dlq list`, fix, then `python -m ops dlq replay`."
+    content   = "Events were set aside on a dead-letter subscription: `python -m ops dlq list`, fix, then `python -m ops dlq replay`.\n\n[Runbook](${var.runbook_url}#the-dead-letter-backlog-grows)"
     mime_type = "text/markdown"
   }
 
   alert_strategy {
     auto_close = "86400s"
+  }
+
+  lifecycle {
+    precondition {
+      condition     = length(local.subscribed_routes) <= local.max_policy_conditions
+      error_message = "The dead-letter policy has a condition per route, and Cloud Monitoring takes at most ${local.max_policy_conditions}: split it before adding a route."
+    }
   }
 }

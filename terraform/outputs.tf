@@ -59,3 +59,8 @@ output "reconcile_jobs" {
   description = "The Cloud Scheduler job that starts each reconciliation pass."
   value       = { for service, job in google_cloud_scheduler_job.reconcile : service => job.id }
 }
+
+output "dashboard" {
+  description = "The deployment's Cloud Monitoring dashboard (README, Dashboard), as projects/<number>/dashboards/<id>."
+  value       = google_monitoring_dashboard.pipeline.id
+}

@@ -259,12 +259,50 @@ variable "alert_thresholds" {
     # The Nth consecutive failed sync of a (customer, provider, object) raises the CRITICAL
     # alert sync_failed_repeatedly (REPEATED_FAILURE_THRESHOLD on the alerts service).
     repeated_sync_failures = optional(number, 3)
+    # An event waiting longer than this on a route's push subscription: its handler is failing.
+    backlog_max_age_seconds = optional(number, 900)
+    # Ingest refusing most requests: more than this share of them answered other than 2xx over
+    # the last ingest_refused_minutes, for as long, with at least ingest_refused_min_requests
+    # refused in the window.
+    ingest_refused_ratio        = optional(number, 0.5)
+    ingest_refused_minutes      = optional(number, 30)
+    ingest_refused_min_requests = optional(number, 5)
   })
   default = {}
 
   validation {
     condition     = var.alert_thresholds.repeated_sync_failures >= 2 && floor(var.alert_thresholds.repeated_sync_failures) == var.alert_thresholds.repeated_sync_failures
     error_message = "alert_thresholds.repeated_sync_failures must be a whole number of at least 2 (the first failure already raises sync_failed)."
+  }
+  validation {
+    # One retry's back-off is not a backlog: the age must outlast the longest wait Pub/Sub puts
+    # between two attempts.
+    condition     = floor(var.alert_thresholds.backlog_max_age_seconds) == var.alert_thresholds.backlog_max_age_seconds && var.alert_thresholds.backlog_max_age_seconds > tonumber(trimsuffix(var.delivery.maximum_backoff, "s"))
+    error_message = "alert_thresholds.backlog_max_age_seconds must be whole seconds above delivery.maximum_backoff (${var.delivery.maximum_backoff}), the longest Pub/Sub waits between two attempts."
+  }
+  validation {
+    condition     = var.alert_thresholds.ingest_refused_ratio > 0 && var.alert_thresholds.ingest_refused_ratio < 1
+    error_message = "alert_thresholds.ingest_refused_ratio must be a share between 0 and 1 (0.5: most requests)."
+  }
+  validation {
+    # Svix disables an endpoint after 5 days of failures: the alert must come within hours.
+    condition     = floor(var.alert_thresholds.ingest_refused_minutes) == var.alert_thresholds.ingest_refused_minutes && var.alert_thresholds.ingest_refused_minutes >= 5 && var.alert_thresholds.ingest_refused_minutes <= 360
+    error_message = "alert_thresholds.ingest_refused_minutes must be a whole number of minutes from 5 to 360."
+  }
+  validation {
+    condition     = floor(var.alert_thresholds.ingest_refused_min_requests) == var.alert_thresholds.ingest_refused_min_requests && var.alert_thresholds.ingest_refused_min_requests >= 1
+    error_message = "alert_thresholds.ingest_refused_min_requests must be a whole number of at least 1."
+  }
+}
+
+variable "runbook_url" {
+  description = "Where your team reads this repository's README (e.g. https://github.com/acme/supaglue-gcp/blob/main/README.md); every alert's documentation links its entry under the README's Runbook there, as <runbook_url>#<heading anchor>."
+  type        = string
+  default     = "README.md"
+
+  validation {
+    condition     = (var.runbook_url == "README.md" || startswith(var.runbook_url, "https://")) && !strcontains(var.runbook_url, "#")
+    error_message = "runbook_url must be an https:// URL of the README without a #fragment (each alert appends its runbook entry's anchor), or README.md."
   }
 }
 

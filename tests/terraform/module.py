@@ -1,7 +1,8 @@
 """The Terraform module as data: python-hcl2's parse of every file, with helpers to read it.
 
 Expressions stay strings (`${...}`); string literals keep their quotes, which `literal` strips.
-Values that Terraform computes from variables and files come from `ops.terraform.evaluate`.
+Values that Terraform computes from variables and files come from `ops.terraform.evaluate`, on
+the files without resources (PURE_FILES).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def load() -> Module:
 
 # The prefix the tests deploy under; names Terraform computes carry it.
 PREFIX: Final = "acme"
+# The module's files without resources (and the template they render): Terraform evaluates
+# them offline, with no provider.
+PURE_FILES: Final = ("routing.tf", "variables.tf", "metrics.tf", "dashboard.json.tftpl")
 
 
 @cache
@@ -81,6 +85,7 @@ def _computed(
 ) -> Any:
     return evaluate(
         expression,
+        files=PURE_FILES,
         variables={"name_prefix": PREFIX, **dict(variables)},
         routing_table=routing_table,
     )

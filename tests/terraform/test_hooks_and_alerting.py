@@ -18,6 +18,7 @@ import pytest
 from shared.routing import load_table
 from shared.settings import HandlerSettings
 from tests.terraform.module import MODULE, computed, expr, literal, load, refusals_of
+from tests.terraform.test_alert_policies import thresholds
 from tests.terraform.test_wiring import (
     SERVER_VARIABLES,
     WITH_HOOKS,
@@ -150,7 +151,7 @@ def test_alert_channels_refuse_what_cannot_work() -> None:
 
 
 def test_the_repeated_failure_threshold_is_a_whole_number_above_one() -> None:
-    values = [f"{{repeated_sync_failures = {n}}}" for n in (1, 2.5, 0, 2, 3, 10)]
+    values = [thresholds(repeated_sync_failures=n) for n in (1, 2.5, 0, 2, 3, 10)]
     results = refusals_of("alert_thresholds", values)
     assert all(results[:3]) and results[3:] == [[], [], []], results
 
@@ -294,20 +295,20 @@ def test_every_alert_policy_notifies_every_channel() -> None:
 
 def test_repeated_sync_failures_raise_a_critical_alert_from_the_alerts_service() -> None:
     module = load()
-    metric = module.locals["log_metrics"]["sync_failed_repeatedly"]
-    clauses = literal(metric["filter"]).split(" AND ")
+    metric = computed("local.log_metrics")["sync_failed_repeatedly"]
+    clauses = metric["filter"].split(" AND ")
     assert clauses == [
         'jsonPayload.event="sync_failed_repeatedly"',
         "severity=CRITICAL",
         'labels.component="alerts"',
     ]
-    assert metric["by_provider"] is True
+    assert metric["labels"] == {"provider_name": "jsonPayload.provider_name"}
     alert = module.locals["log_alerts"]["sync_failed_repeatedly"]
     assert literal(alert["severity"]) == "CRITICAL"
     # Every alert counts one of the metrics; this one fires on the first such line.
-    assert set(module.locals["log_alerts"]) <= set(module.locals["log_metrics"])
+    assert set(module.locals["log_alerts"]) <= set(computed("local.log_metrics"))
     assert alert["threshold"] == 0
-    runbook = literal(alert["runbook"])
+    runbook = literal(alert["summary"])
     for field in (
         "customer_id",
         "provider_name",
@@ -362,9 +363,13 @@ def test_the_tfvars_example_shows_each_new_variable_with_a_value_terraform_accep
         "hook_secrets",
         "alert_channels",
         "alert_thresholds",
+        "runbook_url",
     ]
     given = {variable: commented_value(example, variable) for variable in variables}
-    assert "repeated_sync_failures" in given["alert_thresholds"]
+    # -var takes a string variable's value as it is, without HCL's quotes.
+    given["runbook_url"] = literal(given["runbook_url"])
+    for threshold in ("repeated_sync_failures", "backlog_max_age_seconds", "ingest_refused_ratio"):
+        assert threshold in given["alert_thresholds"], threshold
     values = computed(f"[{', '.join(f'var.{v}' for v in variables)}]", given)
     assert all(values), values
     channels_ = values[variables.index("alert_channels")]
