@@ -3,7 +3,7 @@ connection ids it has seen listed, and when it first saw each paused sync.
 
 One document, `reconciler/state`, carries a lease (handlers/lease.py): a pass that starts
 while another holds it does nothing, and a pass writes its progress only while its lease is
-still its own, in the same transaction that checks it. A pass that crashed stops blocking
+still its own, in the transaction that checks it. A pass that crashed stops blocking
 the next once its lease expires.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
 from handlers.lease import RELEASED, Lease, Leases
@@ -60,20 +61,30 @@ class Store:
         self._ref = client.collection(COLLECTION).document(STATE_DOCUMENT)
 
     def begin(self, now: datetime) -> tuple[Lease, Progress] | None:
-        """Take the pass's lease and read the progress; None while another pass holds it."""
+        """Take the pass's lease and read the progress; None while another pass holds it.
+
+        No transaction: a read, then one write that fails if the document changed since
+        (or, the first time, exists), as the ledger claims. Two passes starting together
+        then wait on no lock: one write wins, the other pass does nothing. (Two transactions
+        reading, then writing, the one document could each abort the other until both ran
+        out of attempts.)
+        """
         lease, held = self._leases.grant(self._ref, now)
-
-        @firestore.transactional
-        def take(transaction: firestore.Transaction) -> Progress | None:
-            snapshot = self._ref.get(transaction=transaction)
-            current: dict[str, Any] = snapshot.to_dict() or {}
-            if Leases.is_held(current, now):
-                return None
-            transaction.set(self._ref, {**held, "pass_started_at": now}, merge=True)
-            return Progress.of(current)
-
-        progress = take(self._client.transaction())
-        return None if progress is None else (lease, progress)
+        snapshot = self._ref.get()
+        current: dict[str, Any] = snapshot.to_dict() or {}
+        if Leases.is_held(current, now):
+            return None
+        taken = {**held, "pass_started_at": now}
+        try:
+            if snapshot.exists:
+                self._ref.update(
+                    taken, option=self._client.write_option(last_update_time=snapshot.update_time)
+                )
+            else:
+                self._ref.create(taken)
+        except (api_exceptions.FailedPrecondition, api_exceptions.AlreadyExists):
+            return None  # another pass took it between the read and the write
+        return lease, Progress.of(current)
 
     def save(self, lease: Lease, fields: Mapping[str, Any], *, finish: bool = False) -> None:
         """Write progress if the lease is still ours (LeaseLost if not); `finish` lets go."""
