@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
 from handlers.errors import LeaseLost
@@ -48,6 +49,22 @@ class Leases:
         """A new lease, and the fields that record it (written by the caller's transaction)."""
         lease = Lease(ref, uuid.uuid4().hex)
         return lease, {HOLDER: lease.token, EXPIRES: now + self._duration}
+
+    def take_over(
+        self, snapshot: firestore.DocumentSnapshot[Any], fields: Mapping[str, Any]
+    ) -> bool:
+        """Write `fields` to the document `snapshot` read, only if nobody wrote it since;
+        False if someone did. One write, no transaction: attempts racing for an expired or
+        released lease wait on no lock (two transactions reading, then writing, the one
+        document can abort each other until both run out of attempts); one write wins."""
+        try:
+            snapshot.reference.update(
+                dict(fields),
+                option=self._client.write_option(last_update_time=snapshot.update_time),
+            )
+        except api_exceptions.FailedPrecondition:
+            return False
+        return True
 
     @staticmethod
     def check(lease: Lease, transaction: firestore.Transaction) -> dict[str, Any]:

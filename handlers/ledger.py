@@ -113,16 +113,11 @@ class Ledger:
         # the entry changed since it was read. Concurrent takeovers then wait on no lock: one
         # write wins, and the others read what it wrote.
         attempts = int((snapshot.to_dict() or {}).get("attempts", 0)) + 1
-        try:
-            ref.update(
-                {**running, "attempts": attempts},
-                option=self._client.write_option(last_update_time=snapshot.update_time),
-            )
-        except api_exceptions.FailedPrecondition as exc:
+        if not self._leases.take_over(snapshot, {**running, "attempts": attempts}):
             settled = self._settled(ref, ref.get().to_dict() or {}, now)
             if settled is None:
                 # Changed, yet neither done nor held: a release in between; retry later.
-                raise StorageBusy(f"claiming {ref.id} raced another attempt") from exc
+                raise StorageBusy(f"claiming {ref.id} raced another attempt")
             return settled
         return Claim(ClaimState.ACQUIRED, ref, attempts, lease)
 
@@ -147,10 +142,7 @@ class Ledger:
             assert claim.lease is not None
             Leases.check(claim.lease, transaction)
             result = work(transaction)
-            now = datetime.now(UTC)
-            transaction.update(
-                claim.ref, {"state": "done", "completed_at": now, "updated_at": now, **RELEASED}
-            )
+            transaction.update(claim.ref, {**_marked_done(datetime.now(UTC)), **RELEASED})
             return result
 
         result: T = run(self._client.transaction())
@@ -209,10 +201,8 @@ class Ledger:
             "handler": handler,
             "webhook_id": key,
             **_received(key, received),
-            "state": "done",
+            **_marked_done(now),
             "attempts": 1,
-            "completed_at": now,
-            "updated_at": now,
             EXPIRES_FIELD: now + self._retention,
         }
 
@@ -242,10 +232,8 @@ class Ledger:
             transaction.update(
                 ref,
                 {
-                    "state": "done",
+                    **_marked_done(now),
                     "attempts": int(entry.get("attempts", 0)) + 1,
-                    "completed_at": now,
-                    "updated_at": now,
                     **RELEASED,
                 },
             )
@@ -293,6 +281,10 @@ class Ledger:
         snapshot = self.ref(handler, webhook_id).get()
         data: dict[str, Any] | None = snapshot.to_dict() if snapshot.exists else None
         return data
+
+
+def _marked_done(now: datetime) -> dict[str, Any]:
+    return {"state": "done", "completed_at": now, "updated_at": now}
 
 
 def _received(key: str, received: str | None) -> dict[str, str]:

@@ -64,26 +64,21 @@ class Store:
         """Take the pass's lease and read the progress; None while another pass holds it.
 
         No transaction: a read, then one write that fails if the document changed since
-        (or, the first time, exists), as the ledger claims. Two passes starting together
-        then wait on no lock: one write wins, the other pass does nothing. (Two transactions
-        reading, then writing, the one document could each abort the other until both ran
-        out of attempts.)
+        (Leases.take_over) or, the first time, exists. Two passes starting together then wait
+        on no lock: one write wins, the other pass does nothing.
         """
         lease, held = self._leases.grant(self._ref, now)
-        snapshot = self._ref.get()
-        current: dict[str, Any] = snapshot.to_dict() or {}
-        if Leases.is_held(current, now):
-            return None
         taken = {**held, "pass_started_at": now}
-        try:
-            if snapshot.exists:
-                self._ref.update(
-                    taken, option=self._client.write_option(last_update_time=snapshot.update_time)
-                )
-            else:
+        snapshot = self._ref.get()
+        if not snapshot.exists:
+            try:
                 self._ref.create(taken)
-        except (api_exceptions.FailedPrecondition, api_exceptions.AlreadyExists):
-            return None  # another pass took it between the read and the write
+            except api_exceptions.AlreadyExists:
+                return None  # another pass created it between the read and the write
+            return lease, Progress()
+        current: dict[str, Any] = snapshot.to_dict() or {}
+        if Leases.is_held(current, now) or not self._leases.take_over(snapshot, taken):
+            return None
         return lease, Progress.of(current)
 
     def save(self, lease: Lease, fields: Mapping[str, Any], *, finish: bool = False) -> None:
