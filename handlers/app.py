@@ -3,7 +3,8 @@
 Each route runs the same steps, in this order: authenticate, parse the
 envelope, check the event is this route's (the emulator ignores subscription
 filters), parse the event, run the handler, mark it done in the ledger (with
-its Firestore effects, or claimed first where it has others: handlers/context.py). `_respond` turns the outcome or the error into the answer through
+its Firestore effects, or claimed first where it has others: handlers/context.py).
+`_respond` turns the outcome or the error into the answer through
 handlers.errors.disposition, the one mapping the worker uses too.
 """
 
@@ -123,7 +124,7 @@ def continued_trace(
     """The webhook's trace, from its message, with a span of this delivery's own; the push
     request's trace (Pub/Sub's, not the webhook's) only for a message without one."""
     parent = TraceContext.from_traceparent(attributes.get(Attr.TRACEPARENT))
-    return parent.child() if parent is not None else request_trace
+    return TraceContext.next_hop(parent) or request_trace
 
 
 def _process(delivery: _Delivery) -> Finished:

@@ -120,8 +120,7 @@ def schedule(
             },
         )
         # Enqueue even when the record existed: an earlier attempt may have failed in between.
-        trace = context.trace.traceparent if context.trace else None
-        enqueued = queue.enqueue(TaskRequest(backfill, 0, trace))
+        enqueued = queue.enqueue(TaskRequest(backfill, 0, context.trace))
         context.log(
             "INFO",
             "backfill_scheduled" if created else "backfill_already_scheduled",

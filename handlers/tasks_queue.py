@@ -19,6 +19,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports.grpc import CloudTask
 from google.protobuf import duration_pb2
 
 from handlers.errors import StorageBusy
+from shared.log import TraceContext
 from shared.settings import HandlerSettings
 
 WORKER_PATH: Final = "/backfill/run"
@@ -35,14 +36,14 @@ class TaskRequest:
     backfill_id: str
     chunk: int
     # The trace the chunk continues (the trigger webhook's), sent as the task's header.
-    traceparent: str | None = field(default=None, compare=False)
+    trace: TraceContext | None = field(default=None, compare=False)
 
     def body(self) -> bytes:
         return json.dumps({"backfill_id": self.backfill_id, "chunk": self.chunk}).encode()
 
     def next(self, chunk: int) -> TaskRequest:
         """Another chunk of the same backfill, in the same trace."""
-        return TaskRequest(self.backfill_id, chunk, self.traceparent)
+        return TaskRequest(self.backfill_id, chunk, self.trace)
 
 
 class BackfillQueue:
@@ -84,7 +85,7 @@ class BackfillQueue:
             url=url,
             headers={
                 "Content-Type": "application/json",
-                **({"traceparent": request.traceparent} if request.traceparent else {}),
+                **({"traceparent": request.trace.traceparent} if request.trace else {}),
             },
             body=request.body(),
         )

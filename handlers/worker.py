@@ -65,15 +65,12 @@ class Worker:
         started = time.perf_counter()
         headers = {key.lower(): value for key, value in request.headers.items()}
         # The task's trace (the webhook's, from the scheduler), with a span of this chunk's own.
-        received = TraceContext.from_headers(headers)
-        trace = received.child() if received is not None else None
+        trace = TraceContext.next_hop(TraceContext.from_headers(headers))
         task: TaskRequest | None = None
         result: Finished | HandlerError
         try:
             self._authenticate(headers)
-            task = _parse_task(
-                request.get_data(cache=False), traceparent=trace.traceparent if trace else None
-            )
+            task = _parse_task(request.get_data(cache=False), trace=trace)
             result = self.run_chunk(task)
         except Exception as exc:  # noqa: BLE001
             # Anything unexpected is retried by the queue, and logged with its stack.
@@ -184,7 +181,7 @@ class Worker:
             log=functools.partial(
                 runtime.logger.log,
                 webhook_id=trigger,
-                trace=TraceContext.from_traceparent(task.traceparent),
+                trace=task.trace,
             ),
             hooks=runtime.hooks.alerts_for(alert.kind),
             once=once,
@@ -204,7 +201,7 @@ class Worker:
         return None
 
 
-def _parse_task(body: bytes, *, traceparent: str | None) -> TaskRequest:
+def _parse_task(body: bytes, *, trace: TraceContext | None) -> TaskRequest:
     try:
         payload = json.loads(body)
         backfill, chunk = payload["backfill_id"], payload["chunk"]
@@ -212,4 +209,4 @@ def _parse_task(body: bytes, *, traceparent: str | None) -> TaskRequest:
         raise BadTask("body is not {backfill_id, chunk}") from None
     if not isinstance(backfill, str) or not isinstance(chunk, int) or chunk < 0:
         raise BadTask("backfill_id must be a string and chunk a non-negative integer")
-    return TaskRequest(backfill, chunk, traceparent)
+    return TaskRequest(backfill, chunk, trace)

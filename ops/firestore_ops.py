@@ -38,7 +38,7 @@ class Operations:
 
 
 class Counter:
-    """The operations counted so far; `since` gives those after a snapshot."""
+    """The operations counted so far (subtract two totals for what happened between)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -108,6 +108,11 @@ class TraceContext:
         span = self.span_id or _new_span_id()
         return f"00-{self.trace_id}-{span}-{'01' if self.sampled else '00'}"
 
+    @staticmethod
+    def next_hop(parent: TraceContext | None) -> TraceContext | None:
+        """The trace a hop continues from `parent`, with a span of its own; None without one."""
+        return parent.child() if parent is not None else None
+
     def log_fields(self, project_id: str | None) -> dict[str, object]:
         fields: dict[str, object] = {SAMPLED_KEY: self.sampled}
         trace = self.trace_id
