@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import secrets
 import signal
 import socket
 import subprocess
@@ -30,6 +31,9 @@ from ops.defaults import LOOPBACK
 
 REPO: Final = Path(__file__).resolve().parents[2]
 _STOP_TIMEOUT_SECONDS: Final = 10.0
+# Ports are picked from [_PICK_FLOOR, start of the ephemeral range) when it spans this many.
+_PICK_FLOOR: Final = 20000
+_PICK_MIN_SPAN: Final = 2000
 
 # (process name, line): what a process printed, for a console to show.
 Lines = queue.Queue[tuple[str, str]]
@@ -44,10 +48,46 @@ class PortTaken(NotReady):
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, *, avoid: Collection[int] = ()) -> list[int]:
+    """`count` distinct free loopback ports, none of them in `avoid`.
+
+    Every socket stays bound until all are picked: released one at a time,
+    the same port may be handed out twice, and a stack given one port twice
+    refuses to start. The ports lie below the kernel's ephemeral range, from
+    which every outgoing connection takes its local port: a port picked from
+    that range can be taken by a client socket before the server binds it.
+    """
+    ports: list[int] = []
+    with contextlib.ExitStack() as held:
+        while len(ports) < count:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                sock.bind((LOOPBACK, _candidate_port()))
+            except OSError:
+                continue  # in use: try another
+            port: int = sock.getsockname()[1]
+            if port not in avoid:
+                ports.append(port)
+    return ports
+
+
+def _candidate_port() -> int:
+    """A port to try: random, above the fixed ports developers use and below the ephemeral
+    range; 0 (the kernel's pick) where no such gap exists."""
+    low = _ephemeral_range_start()
+    if low - _PICK_FLOOR < _PICK_MIN_SPAN:
+        return 0
+    return _PICK_FLOOR + secrets.randbelow(low - _PICK_FLOOR)
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # not Linux: no gap known, let the kernel pick
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ops.inspector.settings import pipeline_variables
 from ops.local import topology
 from ops.local.emulators import Emulator, start_firestore, start_pubsub, start_tasks
 from ops.local.fake_supaglue import DEV_API_KEY, FakeSupaglue
-from ops.local.processes import Lines, Process, free_port, spawn, wait_http, wait_tcp
+from ops.local.processes import Lines, Process, free_ports, spawn, wait_http, wait_tcp
 from ops.signing import DEV_SECRET
 from shared.names import Names
 from shared.routing import RoutingTable, load_table
@@ -129,19 +129,22 @@ class StackSpec:
         *,
         hook_modules: str,
         with_ingest: bool = False,
+        with_inspector: bool = False,
         **options: Any,
     ) -> StackSpec:
         """A stack beside others on the same emulators: free ports, names of its own."""
         routing: RoutingTable = options.pop("routing", None) or with_hook_events(
             load_table(), hook_modules
         )
+        ports = iter(free_ports(len(routing.services) + with_ingest + with_inspector))
         return cls(
             project=project,
             names=Names(f"p{uuid.uuid4().hex[:6]}"),
             log_dir=log_dir,
             hook_modules=hook_modules,
-            service_ports={service: free_port() for service in routing.services},
-            ingest_port=free_port() if with_ingest else None,
+            service_ports={service: next(ports) for service in routing.services},
+            ingest_port=next(ports) if with_ingest else None,
+            inspector_port=next(ports) if with_inspector else None,
             routing=routing,
             **options,
         )

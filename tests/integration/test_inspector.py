@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from handlers.backfill_store import backfill_id
 from ops.local.emulators import Emulator
-from ops.local.processes import REPO, free_port
+from ops.local.processes import REPO
 from ops.local.stack import Emulators, Stack, StackSpec, running_stack
 from ops.signing import signed_headers
 from shared.events import REASON_INVALID
@@ -65,7 +65,7 @@ def stack(
         with_ingest=True,
         # What `make run` has and a deployment has not: the events topic's watch subscription.
         watch_events=True,
-        inspector_port=free_port(),
+        with_inspector=True,
         extra_env={
             # Only this module's webhooks on the page, however many other tests stored.
             "FIRESTORE_DATABASE": f"inspector-{uuid.uuid4().hex[:8]}",

@@ -31,7 +31,7 @@ from handlers.backfill_store import backfill_id
 from handlers.store import BACKFILLS, SYNC_STATE, doc_id
 from ops import defaults
 from ops.defaults import LOCAL_PROJECT, LOOPBACK
-from ops.local.processes import REPO, free_port
+from ops.local.processes import REPO, free_port, free_ports
 from ops.local.run import ensure_port_free
 from shared.routing import load_table
 from shared.samples import sample
@@ -112,16 +112,20 @@ def is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_loopback
 
 
+def service_ports(base: int) -> list[int]:
+    """The services' ports under --handlers-base-port `base`."""
+    return [service.local_port - defaults.HANDLERS_BASE_PORT + base for service in SERVICES]
+
+
 def free_base_port() -> int:
     """A --handlers-base-port under which every service's port is free."""
-    offsets = [service.local_port - defaults.HANDLERS_BASE_PORT for service in SERVICES]
     for _ in range(50):
         base = free_port()
-        if base + max(offsets) > 65535:
+        if max(service_ports(base)) > 65535:
             continue
         try:
-            for offset in offsets:
-                ensure_port_free(base + offset, "test", "-")
+            for port in service_ports(base):
+                ensure_port_free(port, "test", "-")
         except RuntimeError:
             continue
         return base
@@ -159,11 +163,9 @@ class LocalStack:
         return f"{LOOPBACK}:{self.ports['firestore-port']}"
 
     def every_port(self) -> list[int]:
-        shift = self.ports["handlers-base-port"] - defaults.HANDLERS_BASE_PORT
-        services = [service.local_port + shift for service in SERVICES]
         return [
             port for name, port in self.ports.items() if name != "handlers-base-port"
-        ] + services
+        ] + service_ports(self.ports["handlers-base-port"])
 
     def record_children(self) -> list[Proc]:
         self.children = descendants(self.process.pid)
@@ -230,16 +232,11 @@ def local_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Loc
     for name in ("WEBHOOK_SECRET", "PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST"):
         monkeypatch.delenv(name, raising=False)
     base = free_base_port()
-    ports = {
-        "--pubsub-port": free_port(),
-        "--ingest-port": free_port(),
-        "--firestore-port": free_port(),
-        "--tasks-port": free_port(),
-        "--supaglue-port": free_port(),
-        "--inspector-port": free_port(),
-        "--handlers-base-port": base,
-    }
-    assert len(set(ports.values())) == len(ports)
+    flags = ["--pubsub-port", "--ingest-port", "--firestore-port", "--tasks-port"]
+    flags += ["--supaglue-port", "--inspector-port"]
+    # None inside the services' range: a free port picked on its own may fall in it.
+    picked = free_ports(len(flags), avoid=service_ports(base))
+    ports = {**dict(zip(flags, picked, strict=True)), "--handlers-base-port": base}
     argv = [sys.executable, "-m", "ops.local", "--log-dir", str(tmp_path / "logs")]
     for flag, port in ports.items():
         argv += [flag, str(port)]

@@ -13,9 +13,11 @@ import pytest
 
 from ops import defaults
 from ops.cli.send import SECRET_ENV
+from ops.local.processes import free_ports
 from ops.local.run import Ports, RunConfig, banner, ensure_port_free, parse_args
 from ops.local.stack import (
     Emulators,
+    StackSpec,
     handler_argv,
     handler_env,
     ingest_argv,
@@ -212,3 +214,32 @@ def test_without_env_local_make_run_loads_the_example_that_needs_no_settings(
 ) -> None:
     config = parse_args(["--env-file", str(tmp_path / "missing")])
     assert (config.hook_modules, config.spec().extra_env) == ("hooks.contacts", {})
+
+
+def test_free_ports_are_distinct_because_each_stays_bound_until_all_are_picked() -> None:
+    ports = free_ports(64)
+    assert len(set(ports)) == 64
+
+
+def test_free_ports_skip_what_they_must_avoid(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel offers 40001 first; it is a service's port, so it is passed over.
+    offered = iter([40001, 40002, 40003])
+
+    class Offered(socket.socket):
+        def bind(self, address: object) -> None:
+            self.port = next(offered)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(socket, "socket", Offered)
+    assert free_ports(2, avoid={40001}) == [40002, 40003]
+
+
+def test_a_stack_on_free_ports_gets_one_port_per_part() -> None:
+    spec = StackSpec.on_free_ports(
+        "p", Path("/tmp"), hook_modules="", with_ingest=True, with_inspector=True
+    )
+    ports = [*spec.service_ports.values(), spec.ingest_port, spec.inspector_port]
+    assert None not in ports
+    assert len(set(ports)) == len(load_table().services) + 2
