@@ -99,29 +99,24 @@ class BackfillStore:
         run(self._db.transaction())
 
     def claim_chunk(self, backfill: str, chunk: int) -> Lease | None:
-        """Take the record's lease for `chunk`; None if the backfill ended meanwhile."""
-        ref = self.ref(backfill)
+        """Take the record's lease for `chunk`; None if the backfill ended meanwhile.
 
-        @firestore.transactional
-        def run(transaction: firestore.Transaction) -> Lease | None:
-            current = ref.get(transaction=transaction).to_dict() or {}
-            if current.get("state") in FINAL_STATES:
-                return None
-            now = datetime.now(UTC)
-            if Leases.is_held(current, now):
-                raise Busy(f"chunk {chunk} of {backfill} is running elsewhere")
-            lease, held = self._leases.grant(ref, now)
-            update: dict[str, Any] = {
-                "state": BackfillState.RUNNING.value,
-                **held,
-                "updated_at": now,
-            }
-            if "started_at" not in current:
-                update["started_at"] = now
-            transaction.update(ref, update)
-            return lease
-
-        lease: Lease | None = run(self._db.transaction())
+        Busy if another attempt holds the lease, or took it between this read and the
+        write: duplicate deliveries of a task arrive together, and the retry sees who won.
+        """
+        snapshot = self.ref(backfill).get()
+        current = snapshot.to_dict() or {}
+        if current.get("state") in FINAL_STATES:
+            return None
+        now = datetime.now(UTC)
+        if Leases.is_held(current, now):
+            raise Busy(f"chunk {chunk} of {backfill} is running elsewhere")
+        lease, held = self._leases.grant(snapshot.reference, now)
+        update: dict[str, Any] = {"state": BackfillState.RUNNING.value, **held, "updated_at": now}
+        if "started_at" not in current:
+            update["started_at"] = now
+        if not self._leases.take_over(snapshot, update):
+            raise Busy(f"chunk {chunk} of {backfill} was taken by another attempt")
         return lease
 
     def release_chunk(self, lease: Lease, error: str) -> None:
