@@ -145,7 +145,7 @@ resource "google_service_account_iam_member" "backfills_act_as_tasks" {
 # reconciler, nobody else.
 resource "google_cloud_run_v2_service_iam_member" "invoker" {
   # Not the hooks service while no subscription pushes to it (hook_events empty).
-  for_each = setunion(local.routed_services, [local.worker_service])
+  for_each = setunion(local.routed_services, [local.worker_service], local.reconciler_services)
 
   project  = var.project_id
   location = var.region

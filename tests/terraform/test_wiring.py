@@ -92,8 +92,8 @@ def test_a_route_without_event_types_gets_no_subscription_and_nothing_is_pushed_
     assert hook_services <= set(computed("local.routed_services", WITH_HOOKS))
     # The hooks service exists always (it scales to zero), invocable by nobody until then.
     assert hook_services <= set(computed("local.handler_services"))
-    invoker = load().resource("google_cloud_run_v2_service_iam_member", "invoker")
-    assert expr(invoker["for_each"]) == "setunion(local.routed_services, [local.worker_service])"
+    assert invokers() == expected_invokers(())
+    assert invokers(WITH_HOOKS) == expected_invokers(tuple(HOOK_EVENTS))
     module = load()
     for kind, name in [
         ("google_pubsub_subscription", "push"),
@@ -416,10 +416,7 @@ def test_cloud_scheduler_calls_the_reconciler_with_its_own_identity() -> None:
     # The reconciler accepts that identity's token for its own URL, and only that one invokes it.
     env = handler_environment(reconciler)
     assert "google_service_account.scheduler.email" in expr(env["PUSH_SERVICE_ACCOUNT"])
-    invoker = module.resource("google_cloud_run_v2_service_iam_member", "invoker")
-    assert "contains(local.reconciler_services, each.key) ? google_service_account.scheduler" in (
-        expr(invoker["member"])
-    )
+    assert invokers()[reconciler] == "scheduler"
     # The scheduler waits for a whole pass, and the service's request outlasts the budget.
     assert literal(job["attempt_deadline"]) == "${local.reconciler_timeout_seconds}s"
     budget = 240
@@ -503,6 +500,31 @@ def test_every_variable_has_a_description_and_a_type_and_outputs_are_described()
 
 AGENT = "Pub/Sub service agent"
 SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+
+
+# The account each caller of table.services invokes with (routing's `called_by`).
+CALLER_ACCOUNTS = {"pubsub": "push", "tasks": "tasks", "scheduler": "scheduler"}
+
+
+def invokers(variables: Mapping[str, str] | None = None) -> dict[str, str]:
+    """service -> the account allowed to invoke it, as Terraform computes the invoker grants
+    with `variables` (each account's member as its name: members are known only on apply)."""
+    invoker = load().resource("google_cloud_run_v2_service_iam_member", "invoker")
+    member = re.sub(r"google_service_account\.([\w-]+)\.member", r'"\1"', expr(invoker["member"]))
+    mapping = f"{{for k in {expr(invoker['for_each'])} : k => {member.replace('each.key', 'k')}}}"
+    found: dict[str, str] = computed(mapping, variables)
+    return found
+
+
+def expected_invokers(hook_events: tuple[str, ...]) -> dict[str, str]:
+    """Every service that something calls, and who calls it: what the routing table says."""
+    table = load_table().with_hook_events(hook_events)
+    pushed = {route.service for route in table.active_routes()}
+    return {
+        service.name: CALLER_ACCOUNTS[service.called_by]
+        for service in table.services.values()
+        if service.called_by != "pubsub" or service.name in pushed
+    }
 
 
 def grantees(
