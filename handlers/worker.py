@@ -21,7 +21,7 @@ import flask
 from handlers import deletions
 from handlers.alerting import Alert, AlertKind, raise_alert
 from handlers.app import add_health_check
-from handlers.backfill_store import FINAL_STATES
+from handlers.backfill_store import FINAL_STATES, BackfillState
 from handlers.errors import (
     BadTask,
     Crashed,
@@ -190,6 +190,15 @@ class Worker:
     def _already_settled(self, record: dict[str, Any], task: TaskRequest) -> Finished | None:
         state = record.get("state")
         if state in FINAL_STATES:
+            if (
+                state == BackfillState.FAILED
+                and task.chunk == int(record.get("chunks_done", 0))
+                and self._runtime.hooks.alerts_for(AlertKind.BACKFILL_FAILED)
+            ):
+                # The chunk that failed, again: an alert hook asked for a retry, or the attempt
+                # died after the record ended and before its hooks ran. Each hook and the line
+                # run once (their ledger entries), so only what did not finish runs now.
+                self._alert_failed(task, record, str(record.get("last_error") or ""))
             return Finished(f"backfill_{state}_skipped")
         done = int(record.get("chunks_done", 0))
         if task.chunk < done:

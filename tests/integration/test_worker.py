@@ -212,6 +212,43 @@ def test_a_failed_backfill_is_an_alert_its_hooks_get_once(
     assert alert.reason == "the source rejects our credentials"
 
 
+def test_an_alert_hook_that_asks_for_a_retry_runs_again_on_the_redelivery(
+    worker: Callable[..., WorkerHarness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The backfill ended failed before its alert hooks ran: the redelivery of the chunk that
+    failed runs the hook that asked for a retry, and nothing that already ran."""
+
+    def hook(chunk: BackfillChunk) -> ChunkResult:
+        raise PermanentError("the source rejects our credentials")
+
+    h = worker(hook, trigger_webhook_id="msg_trigger_2")
+    calls: list[str] = []
+    alerts: list[Alert] = []
+
+    @h.hooks.alert
+    def steady(alert: Alert) -> None:
+        calls.append("steady")
+
+    @h.hooks.alert
+    def flaky(alert: Alert) -> None:
+        calls.append("flaky")
+        if calls.count("flaky") == 1:
+            raise RetryableError("the ticket system is down")
+        alerts.append(alert)
+
+    capsys.readouterr()
+    assert h.run(0) == 503
+    assert h.record()["state"] == "failed"
+    assert h.run(0) == 204
+    assert h.run(0) == 204  # and once it ran, a delivery again runs nothing
+    assert calls == ["steady", "flaky", "flaky"]
+    [alert] = alerts
+    assert (alert.kind, alert.backfill_id) == (AlertKind.BACKFILL_FAILED, h.backfill)
+    assert alert.reason == "the source rejects our credentials"
+    lines = [json.loads(out) for out in capsys.readouterr().out.splitlines()]
+    assert [line["event"] for line in lines].count("backfill_failed") == 1
+
+
 def test_a_live_lease_makes_a_concurrent_delivery_retry(
     worker: Callable[..., WorkerHarness],
 ) -> None:
