@@ -49,8 +49,13 @@ class BackfillStore:
         return self._db.collection(BACKFILLS).document(backfill)
 
     def get(self, backfill: str) -> dict[str, Any] | None:
-        record: dict[str, Any] | None = self.ref(backfill).get().to_dict()
+        record: dict[str, Any] | None = self.read(backfill).to_dict()
         return record
+
+    def read(self, backfill: str) -> firestore.DocumentSnapshot[Any]:
+        """The record as stored now; `claim_chunk` takes the lease only if it is still so."""
+        snapshot: firestore.DocumentSnapshot[Any] = self.ref(backfill).get()
+        return snapshot
 
     def create(self, backfill: str, record: dict[str, Any]) -> bool:
         """Write a new record, scheduled; False when it exists already."""
@@ -98,16 +103,18 @@ class BackfillStore:
 
         run(self._db.transaction())
 
-    def claim_chunk(self, backfill: str, chunk: int) -> Lease | None:
-        """Take the record's lease for `chunk`; None if the backfill ended meanwhile.
+    def claim_chunk(self, snapshot: firestore.DocumentSnapshot[Any], chunk: int) -> Lease:
+        """Take the lease of the unfinished record `snapshot` read, for `chunk`.
 
-        Busy if another attempt holds the lease, or took it between this read and the
-        write: duplicate deliveries of a task arrive together, and the retry sees who won.
+        Busy if another attempt holds the lease, or if anyone wrote the record since it was
+        read (another attempt took the lease, committed a chunk, or the backfill ended):
+        duplicate deliveries of a task arrive together, and the retry sees who won. A chunk
+        thus runs from the cursor of the very record it leased.
         """
-        snapshot = self.ref(backfill).get()
+        backfill = snapshot.reference.id
         current = snapshot.to_dict() or {}
         if current.get("state") in FINAL_STATES:
-            return None
+            raise ValueError(f"backfill {backfill} has ended: its chunks take no lease")
         now = datetime.now(UTC)
         if Leases.is_held(current, now):
             raise Busy(f"chunk {chunk} of {backfill} is running elsewhere")
@@ -116,7 +123,7 @@ class BackfillStore:
         if "started_at" not in current:
             update["started_at"] = now
         if not self._leases.take_over(snapshot, update):
-            raise Busy(f"chunk {chunk} of {backfill} was taken by another attempt")
+            raise Busy(f"chunk {chunk} of {backfill} changed since it was read")
         return lease
 
     def release_chunk(self, lease: Lease, error: str) -> None:

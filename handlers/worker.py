@@ -105,7 +105,8 @@ class Worker:
     def run_chunk(self, task: TaskRequest) -> Finished:
         store = self._runtime.backfill_store
         settings = self._runtime.settings
-        record = store.get(task.backfill_id)
+        snapshot = store.read(task.backfill_id)
+        record = snapshot.to_dict()
         if record is None:
             # The scheduler creates the record before the first task; retry until it shows.
             raise Retry(f"backfill {task.backfill_id} has no record yet")
@@ -123,9 +124,7 @@ class Worker:
             # before this backfill was recorded): stop here, as a cancelled one stops.
             store.cancel(task.backfill_id)
             return Finished("backfill_cancelled_skipped", detail="the connection was deleted")
-        lease = store.claim_chunk(task.backfill_id, task.chunk)
-        if lease is None:
-            return Finished("backfill_cancelled_skipped")
+        lease = store.claim_chunk(snapshot, task.chunk)
         hook = self._runtime.hooks.backfill_hook(record["hook"])
         chunk = BackfillChunk(
             backfill_id=task.backfill_id,

@@ -31,10 +31,9 @@ def claim_together(client: firestore.Client, backfill: str, chunk: int) -> list[
     def claim(store: BackfillStore) -> Lease | str:
         start.wait()
         try:
-            lease = store.claim_chunk(backfill, chunk)
+            lease = store.claim_chunk(store.read(backfill), chunk)
         except Busy:
             return "busy"
-        assert lease is not None
         return lease
 
     with ThreadPoolExecutor(ATTEMPTS) as pool:
