@@ -58,10 +58,6 @@ class HandlerContext:
         except ValueError:
             return 0
 
-    @property
-    def claimed(self) -> bool:
-        return self._claim is not None
-
     def log(self, severity: Severity, event: str, message: str, **fields: Any) -> None:
         """A log line correlated with this delivery (trace, handler, webhook id)."""
         self.logger.log(

@@ -60,7 +60,6 @@ _MESSAGE_OVERHEAD: Final = 64
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_MAX: Final = 1.0
 
-RPCS = MSGS = 0
 Rpc = Callable[..., Awaitable[Any]]
 
 

@@ -146,9 +146,6 @@ def read_env_file(path: Path) -> dict[str, str]:
     values = dotenv_values(path)
     return {key: value for key, value in values.items() if value is not None}
 
-    def host(self, port: int) -> str:
-        return f"{defaults.LOOPBACK}:{port}"
-
 
 def ensure_port_free(port: int, what: str, option: str) -> None:
     """Fail early, naming the port, rather than let a child die with a bind error."""

@@ -102,13 +102,6 @@ def computed(
     return _computed(expression, tuple(sorted((variables or {}).items())), routing_table)
 
 
-def refusals(variable: str, value: str, variables: Mapping[str, str] | None = None) -> list[str]:
-    """The error messages of `variable`'s validations that `value` fails, as Terraform renders
-    them; [] when it passes them all (see `refusals_of`)."""
-    [found] = refusals_of(variable, [value], variables)
-    return found
-
-
 def refusals_of(
     variable: str, values: Sequence[str], variables: Mapping[str, str] | None = None
 ) -> list[list[str]]:
