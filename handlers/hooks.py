@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -238,13 +238,13 @@ class HookRegistry:
 
     # --- settings -------------------------------------------------------------------
 
-    def load_settings(self, modules: Iterable[str] | None = None) -> None:
+    def load_settings(self, modules: Collection[str] | None = None) -> None:
         """Validate the settings classes of `modules` (default: all), as `on_event_types`
         picks their hooks: those defined in one of them or below it. SettingsInvalid names
         what is wrong."""
         problems = []
         for settings_class in self._settings_classes:
-            if modules is not None and not _defined_in(settings_class, modules):
+            if modules is not None and not _defined_in(settings_class.__module__, modules):
                 continue
             prefix = str(settings_class.model_config.get("env_prefix") or "")
             try:
@@ -277,10 +277,12 @@ class HookRegistry:
             and h.matches(provider=provider, object_name=object_name)
         ]
 
-    def on_event_types(self, modules: Iterable[str] | None = None) -> tuple[str, ...]:
-        """The event types (and patterns) the `on` hooks of `modules` (default: all) want."""
-        wanted = None if modules is None else set(modules)
-        found = [h.event_type for h in self._on if wanted is None or h.module in wanted]
+    def on_event_types(self, modules: Collection[str] | None = None) -> tuple[str, ...]:
+        """The event types (and patterns) the `on` hooks of `modules` (default: all) want:
+        those defined in one of them or below it, as `load_settings` picks settings."""
+        found = [
+            h.event_type for h in self._on if modules is None or _defined_in(h.module, modules)
+        ]
         return tuple(dict.fromkeys(found))
 
     def alerts_for(self, kind: AlertKind) -> list[Registered]:
@@ -307,8 +309,9 @@ class HookRegistry:
         return [h for h in self._cleanups if h.matches(provider=provider)]
 
 
-def _defined_in(thing: type, modules: Iterable[str]) -> bool:
-    return any(thing.__module__ == m or thing.__module__.startswith(f"{m}.") for m in modules)
+def _defined_in(module: str, modules: Collection[str]) -> bool:
+    """`module` is one of `modules`, or inside one of them."""
+    return any(module == m or module.startswith(f"{m}.") for m in modules)
 
 
 # The registry the services read; hook modules register into it at import.

@@ -36,11 +36,14 @@ SVIX_TOLERANCE_SECONDS: Final = 300
 _TOPIC_ID = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
 
 
-def _split(value: object) -> object:
+def list_items(text: str) -> tuple[str, ...]:
     """A list in one variable: items separated by spaces or commas."""
-    if isinstance(value, str):
-        return tuple(part for part in re.split(r"[\s,]+", value) if part)
-    return value
+    return tuple(part for part in re.split(r"[\s,]+", text) if part)
+
+
+def split_list(value: object) -> object:
+    """A settings field's validator: a string becomes its `list_items`."""
+    return list_items(value) if isinstance(value, str) else value
 
 
 class _Base(BaseSettings):
@@ -52,8 +55,8 @@ class _Base(BaseSettings):
 class IngestSettings(_Base):
     """What the ingest function needs: secrets, topics and limits."""
 
-    webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split)] = Field(
-        min_length=1
+    webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(split_list)] = (
+        Field(min_length=1)
     )
     events_topic: str
     quarantine_topic: str
@@ -124,10 +127,10 @@ class HandlerSettings(_Base):
     # Ledger entries carry expires_at this far ahead, for Firestore's TTL policy.
     ledger_retention_days: int = Field(default=30, ge=1)
     # Modules whose import registers hooks (see handlers/hooks.py), comma-separated.
-    hook_modules: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)] = ()
+    hook_modules: Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_list)] = ()
     # The hooks route's event types, as Terraform builds its subscription filter from them
     # (hook_events); unset where no Terraform decides them (make run): then the hooks' own.
-    hook_events: Annotated[tuple[str, ...] | None, NoDecode, BeforeValidator(_split)] = None
+    hook_events: Annotated[tuple[str, ...] | None, NoDecode, BeforeValidator(split_list)] = None
     # The Nth failed sync in a row of one (customer, provider, object) is a distinct alert.
     repeated_failure_threshold: int = Field(default=3, ge=2)
     publish_timeout_seconds: float = Field(default=8.0, gt=0, le=60)

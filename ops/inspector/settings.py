@@ -7,7 +7,6 @@ points the inspector at itself by handing over its own values; the rest are INSP
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import BeforeValidator, Field
@@ -16,13 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from ops import defaults
 from shared.names import DEFAULT_PREFIX, Names
 from shared.routing import RoutingTable, load_table
-
-
-def _split(value: object) -> object:
-    """HOOK_EVENTS as the services read it: items separated by spaces or commas."""
-    if isinstance(value, str):
-        return tuple(part for part in re.split(r"[\s,]+", value) if part)
-    return value
+from shared.settings import split_list
 
 
 class InspectorSettings(BaseSettings):
@@ -38,7 +31,7 @@ class InspectorSettings(BaseSettings):
     database: str = Field("(default)", min_length=1, validation_alias="FIRESTORE_DATABASE")
     prefix: str = Field(DEFAULT_PREFIX, min_length=1, validation_alias="TOPIC_PREFIX")
     # The hooks route's event types: without them it has no dead-letter topic to read.
-    hook_events: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)] = Field(
+    hook_events: Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_list)] = Field(
         (), validation_alias="HOOK_EVENTS"
     )
     firestore_emulator_host: str | None = Field(None, validation_alias="FIRESTORE_EMULATOR_HOST")

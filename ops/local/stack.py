@@ -30,6 +30,7 @@ from ops.local.processes import Lines, Process, free_ports, spawn, wait_http, wa
 from ops.signing import DEV_SECRET
 from shared.names import Names
 from shared.routing import RoutingTable, load_table
+from shared.settings import list_items
 
 TASKS_LOCATION: Final = "local"
 # The venv's console scripts (beside this interpreter), so the stack runs the venv's pins.
@@ -166,7 +167,7 @@ class StackSpec:
 def with_hook_events(table: RoutingTable, hook_modules: str) -> RoutingTable:
     """The table with the hook-events route receiving what the hooks of `hook_modules` want,
     as Terraform's hook_events would list them (importing the modules registers the hooks)."""
-    modules = [name for name in hook_modules.split(",") if name]
+    modules = list_items(hook_modules)
     load_hook_modules(modules)
     return table.with_hook_events(hooks.on_event_types(modules))
 

@@ -334,6 +334,29 @@ def test_only_the_services_own_hook_modules_have_their_settings_validated() -> N
             registry.load_settings(modules)
 
 
+def test_a_hook_module_named_covers_its_submodules_for_events_as_for_settings() -> None:
+    """HOOK_MODULES naming a package: the `on` hooks of its submodules are its hooks, so the
+    events they want reach the hooks route, as their settings are validated."""
+    registry = HookRegistry()
+
+    @registry.on("sync.paused")
+    def paused(*_: Any) -> None: ...
+
+    @registry.settings
+    class Here(HookSettings):
+        model_config = SettingsConfigDict(env_prefix="HERE_TEST_")
+        token: SecretStr
+
+    package = __name__.rpartition(".")[0]
+    assert registry.on_event_types([package]) == ("sync.paused",)
+    assert registry.on_event_types([__name__]) == ("sync.paused",)
+    assert registry.on_event_types(["hooks.contacts"]) == ()
+    # The settings of the same modules, by the same rule.
+    with pytest.raises(SettingsInvalid, match="HERE_TEST_TOKEN"):
+        registry.load_settings([package])
+    registry.load_settings(["hooks.contacts"])
+
+
 def test_the_hooks_service_refuses_to_start_when_the_deployment_would_not_deliver_a_hook_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -23,9 +23,11 @@ from ops.local.stack import (
     ingest_argv,
     ingest_env,
     inspector_env,
+    with_hook_events,
 )
 from ops.signing import DEV_SECRET
 from shared.routing import load_table
+from shared.settings import HandlerSettings
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-secret-of-32-bytes-long!").decode()
 
@@ -243,3 +245,15 @@ def test_a_stack_on_free_ports_gets_one_port_per_part() -> None:
     ports = [*spec.service_ports.values(), spec.ingest_port, spec.inspector_port]
     assert None not in ports
     assert len(set(ports)) == len(load_table().services) + 2
+
+
+def test_the_stack_reads_hook_modules_as_the_services_do() -> None:
+    """Separated by commas, spaces or both, as HandlerSettings splits HOOK_MODULES."""
+    spaced = with_hook_events(load_table(), "hooks.contacts, hooks.notify")
+    assert spaced == with_hook_events(load_table(), "hooks.contacts,hooks.notify")
+    assert HandlerSettings(
+        google_cloud_project="p",
+        service="hooks",
+        push_auth_disabled=True,
+        hook_modules="hooks.contacts, hooks.notify",
+    ).hook_modules == ("hooks.contacts", "hooks.notify")
