@@ -12,12 +12,11 @@ place where an outcome or an error becomes what Pub/Sub or Cloud Tasks hears.
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 from typing import ClassVar
 
 from handlers.transient import is_transient
-from shared.errors import PermanentError, PipelineError, RetryableError
+from shared.errors import PermanentError, PipelineError, RetryableError, crash_report
 from shared.log import Severity
 
 
@@ -132,9 +131,8 @@ def as_handler_error(exc: Exception) -> HandlerError:
         return NotSetAside(str(exc))
     if is_transient(exc):
         return StorageBusy(f"{type(exc).__name__}: {exc}")
-    return Crashed(
-        f"{type(exc).__name__}: {exc}", stack="".join(traceback.format_exception(exc))[-4000:]
-    )
+    summary, stack = crash_report(exc)
+    return Crashed(summary, stack=stack)
 
 
 def disposition(result: Finished | HandlerError) -> Disposition:

@@ -6,10 +6,9 @@ every failure to a response in one place, without a chain of special cases.
 
 from __future__ import annotations
 
-import traceback
 from typing import ClassVar
 
-from shared.errors import PermanentError, RetryableError
+from shared.errors import PermanentError, RetryableError, crash_report
 from shared.log import Severity
 
 
@@ -62,8 +61,8 @@ class Crashed(RetryableError):
     severity: ClassVar[Severity] = "ERROR"
 
     def __init__(self, cause: Exception) -> None:
-        super().__init__(f"{type(cause).__name__}: {cause}")
-        self.stack = "".join(traceback.format_exception(cause))
+        summary, self.stack = crash_report(cause)
+        super().__init__(summary)
 
 
 IngestError = RequestRejected | PublishFailed | Crashed

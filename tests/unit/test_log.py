@@ -13,12 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shared import log as shared_log
+from shared.errors import STACK_MAX_CHARS, crash_report
 from shared.log import JsonLogger, TraceContext
 
 
@@ -335,3 +337,20 @@ def test_in_an_event_loop_a_full_pipe_never_blocks_the_loop_and_loses_nothing() 
     assert [(r["message"], r["number"]) for r in lines] == [
         (kind, number) for number in range(200) for kind in ("stored", "failed")
     ]
+
+
+def test_a_crash_report_keeps_the_end_of_a_long_stack() -> None:
+    """Error Reporting gets the frames nearest the raise, and the line stays bounded."""
+
+    def report(exc: Exception) -> tuple[str, str, str]:
+        try:
+            raise exc
+        except (KeyError, ValueError) as raised:
+            return *crash_report(raised), "".join(traceback.format_exception(raised))
+
+    summary, stack, full = report(KeyError("short"))
+    assert (summary, stack) == ("KeyError: 'short'", full)
+    summary, stack, full = report(ValueError("long " + "x" * STACK_MAX_CHARS))
+    assert summary.startswith("ValueError: long x")
+    assert len(full) > STACK_MAX_CHARS
+    assert stack == full[-STACK_MAX_CHARS:]
