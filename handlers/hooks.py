@@ -47,7 +47,7 @@ from handlers.alerting import Alert, AlertKind, LogLine
 from shared.errors import PermanentError, RetryableError
 from shared.events import ConnectionDeleted, SyncCompleteRun
 from shared.routing import pattern_matches
-from shared.settings import variable_name
+from shared.settings import validation_problems
 
 __all__ = [
     "Alert",
@@ -246,14 +246,10 @@ class HookRegistry:
         for settings_class in self._settings_classes:
             if modules is not None and not _defined_in(settings_class.__module__, modules):
                 continue
-            prefix = str(settings_class.model_config.get("env_prefix") or "")
             try:
                 self._settings[settings_class] = settings_class()
             except ValidationError as exc:
-                problems += [
-                    f"{variable_name(prefix, error['loc'])}: {error['msg']}"
-                    for error in exc.errors(include_input=False, include_url=False)
-                ]
+                problems += validation_problems(settings_class, exc)
         if problems:
             raise SettingsInvalid("; ".join(problems))
 

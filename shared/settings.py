@@ -201,16 +201,21 @@ def load_or_exit(settings_class: type[S], component: str) -> S:
     try:
         return settings_class()
     except ValidationError as exc:
-        prefix = str(settings_class.model_config.get("env_prefix") or "")
-        problems = "; ".join(
-            f"{variable_name(prefix, error['loc'])}: {error['msg']}"
-            for error in exc.errors(include_input=False, include_url=False)
-        )
+        problems = "; ".join(validation_problems(settings_class, exc))
         JsonLogger(component).log("CRITICAL", "settings_invalid", problems)
         raise SystemExit(f"invalid {component} settings: {problems}") from None
 
 
-def variable_name(prefix: str, location: tuple[int | str, ...]) -> str:
+def validation_problems(settings_class: type[BaseSettings], exc: ValidationError) -> list[str]:
+    """Each error as `VARIABLE: what is wrong`; never the value (it may be a secret)."""
+    prefix = str(settings_class.model_config.get("env_prefix") or "")
+    return [
+        f"{_variable_name(prefix, error['loc'])}: {error['msg']}"
+        for error in exc.errors(include_input=False, include_url=False)
+    ]
+
+
+def _variable_name(prefix: str, location: tuple[int | str, ...]) -> str:
     """The environment variable a validation error's location stands for."""
     field = ".".join(str(part) for part in location)
     return f"{prefix}{field}".upper() if field else "SETTINGS"
