@@ -331,11 +331,12 @@ class _LoopWriter:
         text = "".join(self._lines)
         self._lines = []
         behind = self._behind
-        if block or (not behind.busy and self._room_for(len(text.encode()))):
+        data = text.encode()
+        if block or (not behind.busy and self._room_for(len(data))):
             if behind.busy:
                 behind.flush()  # older lines first
             with contextlib.suppress(OSError):  # stdout closed: keep serving
-                _write_all(self._fd, text.encode())
+                _write_all(self._fd, data)
             return
         behind.add(text, urgent=True)
 
