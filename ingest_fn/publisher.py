@@ -354,10 +354,10 @@ class AsyncPublisher:
         self._expiry = None
         queue = self._queue
         now = loop.time()
+        expired = []
         while queue and queue[0].deadline <= now:
-            pending = queue.popleft()
-            self._outstanding -= 1
-            if not pending.future.done():
-                pending.future.set_exception(self._timed_out())
+            expired.append(queue.popleft())
+        if expired:
+            self._settle(expired, error=self._timed_out())
         if queue:
             self._expiry = loop.call_at(queue[0].deadline, self._expire)
