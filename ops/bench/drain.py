@@ -21,15 +21,13 @@ the behaviour).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
-import os
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,11 +41,11 @@ from handlers.services import handlers_for
 from ops import pubsub_admin
 from ops.bench.ingest import cpu_ms_of_trees
 from ops.firestore_ops import Operations, count
-from ops.local.stack import Stack, StackSpec, running_stack, start_emulators
+from ops.local.stack import Stack, environment, pipeline
 from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
 from shared.log import JsonLogger, TraceContext
-from shared.routing import Route, load_table
+from shared.routing import load_table
 from shared.samples import sample
 from shared.settings import HandlerSettings
 
@@ -68,10 +66,8 @@ DRAINED: Final = {"event_handled", "duplicate_ignored"}
 WARMUP: Final = 20
 
 
-def routes_of(event_type: str) -> list[Route]:
-    """The routes a deployment without user hooks delivers `event_type` to."""
-    table = load_table().with_hook_events(())
-    return [route for route in table.routes.values() if route.accepts(event_type)]
+# A deployment without user hooks: the routes each event type reaches.
+TABLE: Final = load_table().with_hook_events(())
 
 
 def new_event(event_type: str, changes: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
@@ -88,20 +84,6 @@ def new_event(event_type: str, changes: Mapping[str, Any]) -> tuple[bytes, dict[
     return json.dumps(payload).encode(), attributes
 
 
-@contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 # ---------------------------------------------------------------- operations
 
 
@@ -116,15 +98,14 @@ def operation_costs(stack: Stack) -> dict[tuple[str, str, str], Cost]:
     costs: dict[tuple[str, str, str], Cost] = {}
     for path, claim_first in PATHS.items():
         for label, event_type, changes in EVENTS:
-            for route in routes_of(event_type):
+            for route in TABLE.routes_for(event_type):
                 env = {**stack.handler_env, "SERVICE": route.service}
                 with environment({**env, "CLAIM_EVERY_DELIVERY": claim_first}):
                     settings = HandlerSettings()
                 lines = io.StringIO()
                 logger = JsonLogger(route.service, stream=lines)
                 runtime = Runtime(settings, hooks=HookRegistry(), logger=logger)
-                table = load_table().with_hook_events(())
-                client = create_app(handlers_for(route.service, table), runtime).test_client()
+                client = create_app(handlers_for(route.service, TABLE), runtime).test_client()
                 counter = count(runtime.firestore)
                 data, attributes = new_event(event_type, changes)
                 spent = []
@@ -149,7 +130,7 @@ def print_costs(costs: dict[tuple[str, str, str], Cost]) -> None:
     print(f"  {'event':<23} {'route':<19} {claim_first:<17} {one:<17}")
     for label, event_type, _ in EVENTS:
         per_webhook = {path: Operations() for path in PATHS}
-        for route in routes_of(event_type):
+        for route in TABLE.routes_for(event_type):
             old, new = costs[(claim_first, label, route.name)], costs[(one, label, route.name)]
             per_webhook[claim_first] += old.first
             per_webhook[one] += new.first
@@ -199,8 +180,8 @@ def answered(stack: Stack, services: list[str], webhook_ids: set[str]) -> dict[s
     return {w: max(times) for w, times in seen.items() if len(times) >= len(services)}
 
 
-def burst(stack: Stack, services: list[str], events: int, timeout: float) -> tuple[float, float]:
-    """Publish `events` sync.complete at once; (seconds until all answered, publish start)."""
+def burst(stack: Stack, services: list[str], events: int, timeout: float) -> float:
+    """Publish `events` sync.complete at once; the seconds until all were answered."""
     publisher = pubsub_admin.publisher_client(stack.emulators.pubsub.host_port)
     topic = publisher.topic_path(stack.spec.project, stack.names.events_topic)
     messages = [new_event("sync.complete", {"result": "SUCCESS"}) for _ in range(events)]
@@ -213,28 +194,28 @@ def burst(stack: Stack, services: list[str], events: int, timeout: float) -> tup
     while True:
         done = answered(stack, services, webhook_ids)
         if len(done) == events:
-            return max(done.values()) - started, started
+            return max(done.values()) - started
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(done)}/{events} handled after {timeout:.0f} s")
         time.sleep(0.5)
 
 
 def drain(stack: Stack, path: str, events: int) -> Drain:
-    services = sorted({route.service for route in routes_of("sync.complete")})
+    services = sorted({route.service for route in TABLE.routes_for("sync.complete")})
     for service in services:
         stack.restart(service, CLAIM_EVERY_DELIVERY=PATHS[path])
     burst(stack, services, WARMUP, timeout=120)
     pids = [stack.services[s].pid for s in services]
     firestore_pid = stack.emulators.firestore.process.pid
     before = cpu_ms_of_trees([*pids, firestore_pid])
-    seconds, _ = burst(stack, services, events, timeout=max(120, events))
+    seconds = burst(stack, services, events, timeout=max(120, events))
     after = cpu_ms_of_trees([*pids, firestore_pid])
     spent = [b - a for a, b in zip(before, after, strict=True)]
     return Drain(path, events, seconds, sum(spent[:-1]), spent[-1])
 
 
 def print_drains(drains: list[Drain], events: int) -> None:
-    deliveries = events * len(routes_of("sync.complete"))
+    deliveries = events * len(TABLE.routes_for("sync.complete"))
     print(f"\nDrain: {events} sync.complete published at once, {deliveries} deliveries a round")
     print(
         f"  {'path':<17} {'events/s by round':<24} {'median':>7} "
@@ -264,19 +245,14 @@ def main() -> None:
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-drain-"))
     print(f"starting emulators and services (logs in {log_dir}) ...", flush=True)
-    emulators = start_emulators(PROJECT, log_dir)
-    try:
-        spec = StackSpec.on_free_ports(PROJECT, log_dir, hook_modules="")
-        with running_stack(spec, emulators) as stack:
-            print_costs(operation_costs(stack))
-            drains = []
-            for round_number in range(args.rounds):
-                for path in PATHS:
-                    print(f"  round {round_number + 1}: {path} ...", flush=True)
-                    drains.append(drain(stack, path, args.events))
-            print_drains(drains, args.events)
-    finally:
-        emulators.stop()
+    with pipeline(PROJECT, log_dir, hook_modules="", with_ingest=False) as stack:
+        print_costs(operation_costs(stack))
+        drains = []
+        for round_number in range(args.rounds):
+            for path in PATHS:
+                print(f"  round {round_number + 1}: {path} ...", flush=True)
+                drains.append(drain(stack, path, args.events))
+        print_drains(drains, args.events)
 
 
 if __name__ == "__main__":

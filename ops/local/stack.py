@@ -389,17 +389,13 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(spec: StackSpec, emulators: Emulators) -> Iterator[Stack]:
-    """A started stack for a script or a test, whose own clients talk to the same emulators."""
-    stack = Stack(spec, emulators)
-    saved = {k: os.environ.get(k) for k in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")}
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """This process's environment with `values` set, as it was again afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
-        stack.start()
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulators.firestore.host_port
-        os.environ["PUBSUB_EMULATOR_HOST"] = emulators.pubsub.host_port
-        yield stack
+        yield
     finally:
-        stack.stop()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -408,10 +404,30 @@ def running_stack(spec: StackSpec, emulators: Emulators) -> Iterator[Stack]:
 
 
 @contextlib.contextmanager
-def pipeline(project: str, log_dir: Path, *, hook_modules: str, **options: Any) -> Iterator[Stack]:
-    """Emulators of its own and the whole stack on them, ingest included, for a script."""
+def running_stack(spec: StackSpec, emulators: Emulators) -> Iterator[Stack]:
+    """A started stack for a script or a test, whose own clients talk to the same emulators."""
+    stack = Stack(spec, emulators)
+    try:
+        stack.start()
+        with environment(
+            {
+                "FIRESTORE_EMULATOR_HOST": emulators.firestore.host_port,
+                "PUBSUB_EMULATOR_HOST": emulators.pubsub.host_port,
+            }
+        ):
+            yield stack
+    finally:
+        stack.stop()
+
+
+@contextlib.contextmanager
+def pipeline(
+    project: str, log_dir: Path, *, hook_modules: str, with_ingest: bool = True, **options: Any
+) -> Iterator[Stack]:
+    """Emulators of its own and the whole stack on them (ingest included unless told
+    otherwise), for a script."""
     spec = StackSpec.on_free_ports(
-        project, log_dir, hook_modules=hook_modules, with_ingest=True, **options
+        project, log_dir, hook_modules=hook_modules, with_ingest=with_ingest, **options
     )
     emulators = start_emulators(project, log_dir)
     try:

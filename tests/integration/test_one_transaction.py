@@ -20,7 +20,7 @@ from google.cloud.firestore_v1.transaction import Transaction
 
 from handlers.store import ALERT_STATE, CONNECTIONS, SYNC_STATE
 from ops.firestore_ops import Operations, count
-from shared.routing import Route, load_table
+from shared.routing import load_table
 from tests.integration.harness import Harness
 
 pytestmark = pytest.mark.integration
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.integration
 
 def log_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
-
-
-def routes_of(event_type: str) -> list[Route]:
-    """The routes a deployment without user hooks delivers `event_type` to."""
-    table = load_table().with_hook_events(())
-    return [route for route in table.routes.values() if route.accepts(event_type)]
 
 
 def delivery_cost(h: Harness, route: str, payload: dict[str, Any], webhook_id: str) -> Operations:
@@ -46,7 +40,7 @@ def delivery_cost(h: Harness, route: str, payload: dict[str, Any], webhook_id: s
 def test_a_sync_complete_costs_a_third_less_than_claiming_every_delivery(
     harness: Callable[..., Harness],
 ) -> None:
-    routes = routes_of("sync.complete")
+    routes = load_table().with_hook_events(()).routes_for("sync.complete")
     assert {route.name for route in routes} == {"alerts", "sync-state"}
     totals: dict[bool, Operations] = {}
     for claim_first in (True, False):
