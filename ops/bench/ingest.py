@@ -345,11 +345,7 @@ def serve(name: str, argv: list[str], env: dict[str, str], workdir: Path, *, por
     """`argv` in its own process group, once it answers HTTP at all (GET / is refused)."""
     process = spawn(name, argv, env=env, log_path=workdir / f"{name}.log")
     served = Served(process, f"http://{LOOPBACK}:{port}")
-    try:
-        wait_http(process, served.url + "/", statuses=range(100, 600), timeout=30)
-    except Exception:
-        process.stop()
-        raise
+    wait_http(process, served.url + "/", statuses=range(100, 600), timeout=30)  # stops it if not
     return served
 
 
