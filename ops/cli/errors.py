@@ -44,6 +44,20 @@ def ensure_listening(host_port: str, *, flag: str) -> None:
         ) from None
 
 
+def firestore_place(host: str | None, project: str | None, database: str) -> str:
+    """Which Firestore a command reads, as its errors name it: the emulator at `host`, or
+    the real service."""
+    if host:
+        return f"project {project} on the Firestore emulator at {host}, database {database}"
+    named = f"project {project}" if project else "the credentials' project"
+    return f"Firestore in {named}, database {database}"
+
+
+def firestore_failures(where: str) -> contextlib.AbstractContextManager[None]:
+    """`google_failures` for the Firestore `where` (a `firestore_place`)."""
+    return google_failures(where, local="--firestore-host (or $FIRESTORE_EMULATOR_HOST)")
+
+
 @contextlib.contextmanager
 def google_failures(where: str, *, local: str) -> Iterator[None]:
     """A Google client's or credentials' failure inside, as one CliError about `where`.

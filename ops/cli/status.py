@@ -23,7 +23,7 @@ from google.cloud import firestore
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE
 from ops import defaults
 from ops.cli.args import Commands, positive
-from ops.cli.errors import CliError, ensure_listening, google_failures
+from ops.cli.errors import CliError, ensure_listening, firestore_failures, firestore_place
 
 # The project `make run` uses; the emulator's default here, as it is `ops watch`'s.
 EMULATOR_PROJECT: Final = defaults.LOCAL_PROJECT
@@ -218,8 +218,8 @@ def _run_status(args: argparse.Namespace) -> int:
         project = args.project or EMULATOR_PROJECT
     else:
         project = args.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
-    where = _where(host, project, args.database)
-    with _emulator(host), google_failures(where, local=f"--firestore-host (or ${EMULATOR_ENV})"):
+    where = firestore_place(host, project, args.database)
+    with _emulator(host), firestore_failures(where):
         try:
             db = firestore.Client(project=project, database=args.database)
         except OSError:
@@ -240,13 +240,6 @@ def _run_status(args: argparse.Namespace) -> int:
     ) + f", database {args.database}"
     print(format_status(rows, source=source, limit=args.limit))
     return 0
-
-
-def _where(host: str | None, project: str | None, database: str) -> str:
-    if host:
-        return f"project {project} on the Firestore emulator at {host}, database {database}"
-    named = f"project {project}" if project else "the credentials' project"
-    return f"Firestore in {named}, database {database}"
 
 
 def _has_documents(db: firestore.Client) -> bool:

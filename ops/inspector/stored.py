@@ -11,7 +11,7 @@ subscription does not exist, the page says so and shows the rest.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,7 +22,7 @@ from google.cloud import firestore, pubsub_v1  # type: ignore[attr-defined]  # u
 from handlers.ledger import COLLECTION as LEDGER
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE
 from ops.cli.dead_letters import list_dead_letters
-from ops.cli.errors import ensure_listening, google_failures, one_line
+from ops.cli.errors import ensure_listening, firestore_failures, firestore_place, one_line
 from ops.cli.pubsub_target import PubSub
 from ops.inspector.journey import Held, Query, Source, Stored
 from ops.inspector.settings import InspectorSettings
@@ -43,7 +43,7 @@ def connect(settings: InspectorSettings) -> Clients:
     finds its emulator in the environment, which `python -m ops.inspector` sets."""
     if settings.firestore_emulator_host:
         ensure_listening(settings.firestore_emulator_host, flag="--firestore-host")
-    with firestore_failures(settings):
+    with firestore_failures_of(settings):
         db = firestore.Client(project=settings.project, database=settings.database)
     pubsub = PubSub(settings.project, settings.pubsub_emulator_host, settings.prefix)
     with pubsub.failures():
@@ -69,24 +69,16 @@ def where(settings: InspectorSettings) -> str:
     )
 
 
-@contextlib.contextmanager
-def firestore_failures(settings: InspectorSettings) -> Iterator[None]:
+def firestore_failures_of(settings: InspectorSettings) -> contextlib.AbstractContextManager[None]:
     """A Firestore or credentials failure as one CliError, said as `ops status` says it."""
-    if settings.firestore_emulator_host:
-        place = (
-            f"project {settings.project} on the Firestore emulator at "
-            f"{settings.firestore_emulator_host}, database {settings.database}"
-        )
-    else:
-        place = f"Firestore in project {settings.project}, database {settings.database}"
-    with google_failures(place, local="--firestore-host (or $FIRESTORE_EMULATOR_HOST)"):
-        yield
+    where = firestore_place(settings.firestore_emulator_host, settings.project, settings.database)
+    return firestore_failures(where)
 
 
 def read(clients: Clients, settings: InspectorSettings, query: Query) -> Stored:
     """Everything one page is built from (a CliError if Firestore cannot be read)."""
     db = clients.firestore
-    with firestore_failures(settings):
+    with firestore_failures_of(settings):
         ledger = _newest(db, LEDGER, settings.ledger_window)
         if query.webhook:
             # However old: a webhook id or ledger key given exactly is looked up directly.
