@@ -489,30 +489,21 @@ def _stages(draft: _Draft, table: RoutingTable, now: datetime) -> tuple[Stage, .
         for route in table.routes.values()
         if (draft.event_type and route.accepts(draft.event_type)) or route.name in reached
     ]
+    known = {route.name for route in routes}
+    # A route the table no longer has (or never had) is shown as stored, after the table's.
+    named = [(route.name, route.service) for route in routes]
+    named += [(name, _NONE) for name in sorted(reached - known)]
     stages = [
         _stage(
-            route.name,
-            route.service,
-            by_handler.get(route.name),
-            steps=[e for h, e in by_handler.items() if h.startswith(f"{route.name}:")],
-            letters=letters.get(route.name, []),
+            name,
+            service,
+            by_handler.get(name),
+            steps=[e for h, e in by_handler.items() if h.startswith(f"{name}:")],
+            letters=letters.get(name, []),
             now=now,
         )
-        for route in routes
+        for name, service in named
     ]
-    known = {route.name for route in routes}
-    for name in sorted(reached - known):
-        # A route the table no longer has (or never had): shown as stored.
-        stages.append(
-            _stage(
-                name,
-                _NONE,
-                by_handler.get(name),
-                steps=[e for h, e in by_handler.items() if h.startswith(f"{name}:")],
-                letters=letters.get(name, []),
-                now=now,
-            )
-        )
     return tuple(stages)
 
 
