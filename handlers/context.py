@@ -17,9 +17,8 @@ from google.cloud.firestore import Client, Transaction
 
 from handlers.backfill_store import BackfillStore
 from handlers.envelope import PushMessage
-from handlers.errors import AlreadyDone, Busy
 from handlers.hooks import HookRegistry
-from handlers.ledger import Claim, ClaimState, Ledger
+from handlers.ledger import Claim, Ledger
 from handlers.tasks_queue import BackfillQueue
 from shared.contract import Attr
 from shared.log import JsonLogger, Severity, TraceContext
@@ -75,12 +74,7 @@ class HandlerContext:
         Busy (retried later) instead of repeating the effect. AlreadyDone if it took effect."""
         if self._claim is not None:
             return
-        claim = self._ledger.claim(self.handler, self._key, received=self.webhook_id)
-        if claim.state is ClaimState.DONE:
-            raise AlreadyDone(f"{self.handler}/{self._key}")
-        if claim.state is ClaimState.BUSY:
-            raise Busy(f"another attempt holds {self.handler}/{self._key}")
-        self._claim = claim
+        self._claim = self._ledger.acquire(self.handler, self._key, received=self.webhook_id)
 
     def once(self, step: str, work: Callable[[], object]) -> bool:
         """Run one step of this delivery at most once, however often the delivery is retried.

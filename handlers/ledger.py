@@ -242,6 +242,16 @@ class Ledger:
         result: T = run(self._client.transaction())
         return result
 
+    def acquire(self, handler: str, webhook_id: str, *, received: str | None = None) -> Claim:
+        """`claim`, held by this attempt: AlreadyDone if the event took effect, Busy while
+        another attempt holds it."""
+        claim = self.claim(handler, webhook_id, received=received)
+        if claim.state is ClaimState.DONE:
+            raise AlreadyDone(f"{handler}/{webhook_id}")
+        if claim.state is ClaimState.BUSY:
+            raise Busy(f"another attempt holds {handler}/{webhook_id}")
+        return claim
+
     def release(self, claim: Claim, *, error: str) -> None:
         """Give the event back after a failed attempt, so a redelivery can run it at once."""
         assert claim.lease is not None
@@ -264,11 +274,10 @@ class Ledger:
         another holds it), a failed attempt released so the next runs at once, done only
         after `work` returned.
         """
-        claim = self.claim(handler, webhook_id, received=received)
-        if claim.state is ClaimState.DONE:
+        try:
+            claim = self.acquire(handler, webhook_id, received=received)
+        except AlreadyDone:
             return False
-        if claim.state is ClaimState.BUSY:
-            raise Busy(f"another attempt holds {handler}/{webhook_id}")
         try:
             work()
         except BaseException as exc:
