@@ -84,6 +84,11 @@ def schedule(
         raise Retry("backfills are not configured (TASKS_* settings)")
     object_name = event.object_name_or_none
     customer = normalise_customer_id(event.customer_id)
+    # The hooks first: without one there is nothing to schedule, and no need to read.
+    hooks = context.hooks.backfills_for(provider=event.provider_name, object_name=object_name)
+    if not hooks:
+        context.log("INFO", "backfill_not_needed", "no backfill hook matches", object=object_name)
+        return
     if deletions.deleted_after(
         context.firestore,
         customer_id=customer,
@@ -96,10 +101,6 @@ def schedule(
             "stale_event_ignored",
             f"no backfill: {event.provider_name} for customer {customer} was deleted after this",
         )
-        return
-    hooks = context.hooks.backfills_for(provider=event.provider_name, object_name=object_name)
-    if not hooks:
-        context.log("INFO", "backfill_not_needed", "no backfill hook matches", object=object_name)
         return
     # Records and tasks outside one transaction: held first, so a duplicate waits.
     context.claim()
