@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ import pytest
 
 from handlers.envelope import encode_push
 from ops.signing import DEV_SECRET
+from shared.contract import SOURCE_SUPAGLUE, delivery_attributes, event_attributes
+from shared.events import parse_event
+from shared.log import REPORTED_ERROR_TYPE, TraceContext
 
 # Fixtures that live in their own modules.
 pytest_plugins = ["tests.oidc_issuer", "tests.integration.harness"]
@@ -137,6 +141,32 @@ def configured_ingest_client(**overrides: str) -> IngestClient:
         }
     )
     return ingest_client()
+
+
+def ingest_attributes(
+    payload: Mapping[str, Any],
+    *,
+    webhook_id: str | None = None,
+    webhook_timestamp: str | None = None,
+) -> dict[str, str]:
+    """The attributes the ingest function gives `payload`'s message, under a new trace."""
+    return delivery_attributes(
+        webhook_id=webhook_id or f"msg_{uuid.uuid4().hex}",
+        webhook_timestamp=webhook_timestamp or str(int(time.time())),
+        source=SOURCE_SUPAGLUE,
+        trace=TraceContext.new(),
+    ) | event_attributes(parse_event(payload))
+
+
+def reported_crash(line: Mapping[str, Any], *, service: str) -> tuple[str, str]:
+    """The summary and traceback of a crash's line, once it is checked to be in the shape
+    Error Reporting groups (its @type and serviceContext, the stack after the summary)."""
+    assert line["severity"] == "ERROR"
+    assert line["@type"] == REPORTED_ERROR_TYPE
+    assert line["serviceContext"] == {"service": service}
+    summary, stack = str(line["message"]).split("\n", 1)
+    assert stack.startswith("Traceback (most recent call last):")
+    return summary, stack
 
 
 def push_envelope(

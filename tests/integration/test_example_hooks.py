@@ -23,12 +23,10 @@ from handlers.store import SYNC_STATE, doc_id
 from hooks import contacts
 from ops.cli import main as cli
 from ops.local.emulators import Emulator
-from shared.contract import delivery_attributes, event_attributes
-from shared.events import parse_event
-from shared.log import JsonLogger, TraceContext
+from shared.log import JsonLogger
 from shared.samples import sample
 from shared.settings import HandlerSettings
-from tests.conftest import push_envelope
+from tests.conftest import ingest_attributes, push_envelope
 from tests.integration.conftest import PROJECT
 
 pytestmark = pytest.mark.integration
@@ -47,13 +45,7 @@ def client_for(service: str) -> Any:
 
 
 def push(client: Any, route: str, payload: dict[str, Any]) -> int:
-    attributes = delivery_attributes(
-        webhook_id=f"msg_{uuid.uuid4().hex}",
-        webhook_timestamp=str(int(time.time())),
-        source="supaglue",
-        trace=TraceContext.new(),
-    ) | event_attributes(parse_event(payload))
-    body = push_envelope(json.dumps(payload).encode(), attributes)
+    body = push_envelope(json.dumps(payload).encode(), ingest_attributes(payload))
     status: int = client.post(f"/push/{route}", data=body).status_code
     return status
 

@@ -20,11 +20,9 @@ from handlers.auth import OidcVerifier
 from handlers.hooks import PermanentError, RetryableError, TransformRun
 from handlers.idempotency import event_key
 from handlers.store import CONNECTIONS, SYNC_STATE
-from shared.contract import delivery_attributes, event_attributes
 from shared.events import parse_event
-from shared.log import REPORTED_ERROR_TYPE, TraceContext
 from shared.settings import HandlerSettings
-from tests.conftest import push_envelope
+from tests.conftest import ingest_attributes, push_envelope, reported_crash
 from tests.integration.conftest import PROJECT
 from tests.integration.harness import Harness
 from tests.oidc_issuer import LocalGoogleIssuer
@@ -288,13 +286,8 @@ def test_unexpected_exception_is_retried_not_acknowledged(
     capsys.readouterr()
     assert h.push("sync-state", h.payload("sync.complete")).status_code == 503
     [line] = events_named(log_lines(capsys), "handler_crashed")
-    assert line["severity"] == "ERROR"
-    # The shape Error Reporting groups: its @type, and the stack in the message.
-    assert line["@type"] == REPORTED_ERROR_TYPE
-    assert line["serviceContext"] == {"service": "transforms"}
-    summary, stack = line["message"].split("\n", 1)
+    summary, stack = reported_crash(line, service="transforms")
     assert summary == "sync-state: handler_crashed"
-    assert stack.startswith("Traceback (most recent call last):")
     assert "in buggy" in stack and stack.rstrip().endswith("KeyError: 'oops'")
 
 
@@ -382,12 +375,7 @@ def authenticated(
 
 
 def push_with(h: Harness, payload: dict[str, Any], webhook_id: str, token: str | None) -> Any:
-    attributes = delivery_attributes(
-        webhook_id=webhook_id,
-        webhook_timestamp=str(int(time.time())),
-        source="supaglue",
-        trace=TraceContext.new(),
-    ) | event_attributes(parse_event(payload))
+    attributes = ingest_attributes(payload, webhook_id=webhook_id)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = push_envelope(json.dumps(payload).encode(), attributes)
     return h.client.post("/push/connections", data=body, headers=headers)

@@ -21,12 +21,12 @@ from ops.inspector import stored
 from ops.inspector.app import create_app, parse_args
 from ops.inspector.journey import Held, Page, Query, Stored, Webhook, build_page
 from ops.inspector.settings import InspectorSettings, pipeline_variables
-from shared.contract import ORIGIN_RECONCILED, Attr, delivery_attributes, event_attributes
+from shared.contract import ORIGIN_RECONCILED, Attr
 from shared.events import parse_event
-from shared.log import TraceContext
 from shared.routing import load_table
 from shared.samples import sample
 from shared.settings import HandlerSettings
+from tests.conftest import ingest_attributes
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 TABLE = load_table()
@@ -37,13 +37,7 @@ def message(
 ) -> Held:
     """A message as the ingest function (and a handler, for a dead letter) stored it."""
     attributes = {
-        **delivery_attributes(
-            webhook_id=webhook_id,
-            webhook_timestamp="1",
-            source="supaglue",
-            trace=TraceContext.new(),
-        ),
-        **event_attributes(parse_event(payload)),
+        **ingest_attributes(payload, webhook_id=webhook_id, webhook_timestamp="1"),
         **extra.pop("attributes", {}),
     }
     return Held(
