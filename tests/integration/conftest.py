@@ -18,7 +18,7 @@ from ops import pubsub_admin
 from ops.defaults import LOOPBACK
 from ops.local.emulators import Emulator, start_firestore, start_pubsub, start_tasks
 from ops.local.processes import free_port
-from ops.local.stack import tasks_queue_path
+from ops.local.stack import Emulators, tasks_queue_path
 from ops.local.topology import create_queue
 from ops.signing import DEV_SECRET
 from shared.names import Names
@@ -131,6 +131,14 @@ def tasks_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulato
     create_queue(emulator.host_port, tasks_queue_path(PROJECT, Names()))
     yield emulator
     emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def emulators(
+    pubsub_emulator: Emulator, firestore_emulator: Emulator, tasks_emulator: Emulator
+) -> Emulators:
+    """The three emulators, as a stack runs on them."""
+    return Emulators(pubsub_emulator, firestore_emulator, tasks_emulator)
 
 
 def wait_for(

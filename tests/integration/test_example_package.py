@@ -24,7 +24,6 @@ from google.cloud import firestore
 from handlers.store import doc_id
 from hooks import contacts
 from ops.cli.receive import receiver
-from ops.local.emulators import Emulator
 from ops.local.stack import Emulators, Stack, StackSpec, running_stack
 from ops.local.topology import Delivery
 from ops.signing import signed_headers
@@ -57,9 +56,7 @@ def slack() -> Iterator[Slack]:
 
 @pytest.fixture(scope="module")
 def stack(
-    pubsub_emulator: Emulator,
-    firestore_emulator: Emulator,
-    tasks_emulator: Emulator,
+    emulators: Emulators,
     slack: Slack,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
@@ -72,7 +69,7 @@ def stack(
         extra_env={"NOTIFY_SLACK_WEBHOOK_URL": slack.url, "NOTIFY_CHANNEL": "#tests"},
         delivery=Delivery(minimum_backoff_seconds=1, maximum_backoff_seconds=2),
     )
-    with running_stack(spec, Emulators(pubsub_emulator, firestore_emulator, tasks_emulator)) as s:
+    with running_stack(spec, emulators) as s:
         yield s
 
 

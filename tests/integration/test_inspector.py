@@ -21,7 +21,6 @@ import requests
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from handlers.backfill_store import backfill_id
-from ops.local.emulators import Emulator
 from ops.local.processes import REPO
 from ops.local.stack import Emulators, Stack, StackSpec, running_stack
 from ops.signing import signed_headers
@@ -53,9 +52,7 @@ BACKFILL_HOOK: Final = "tests.hooks.backfill.load_contacts"
 
 @pytest.fixture(scope="module")
 def stack(
-    pubsub_emulator: Emulator,
-    firestore_emulator: Emulator,
-    tasks_emulator: Emulator,
+    emulators: Emulators,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     spec = StackSpec.on_free_ports(
@@ -72,7 +69,6 @@ def stack(
             "BACKFILL_CHUNK_MAX_RECORDS": "10",
         },
     )
-    emulators = Emulators(pubsub_emulator, firestore_emulator, tasks_emulator)
     with running_stack(spec, emulators) as running:
         yield running
 

@@ -25,7 +25,6 @@ from handlers.ledger import Ledger
 from handlers.store import BACKFILLS, CONNECTIONS, SYNC_STATE, doc_id
 from handlers.tasks_queue import BackfillQueue, TaskRequest
 from ops import pubsub_admin
-from ops.local.emulators import Emulator
 from ops.local.stack import Emulators, Stack, StackSpec, running_stack
 from ops.local.topology import Delivery
 from ops.signing import signed_headers
@@ -80,12 +79,9 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def stack(
-    pubsub_emulator: Emulator,
-    firestore_emulator: Emulator,
-    tasks_emulator: Emulator,
+    emulators: Emulators,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
-    emulators = Emulators(pubsub_emulator, firestore_emulator, tasks_emulator)
     spec = StackSpec.on_free_ports(
         PROJECT,
         tmp_path_factory.mktemp("pipeline"),

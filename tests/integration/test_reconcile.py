@@ -26,7 +26,6 @@ from handlers.reconcile.store import STATE_DOCUMENT
 from handlers.reconcile.synthetic import run_webhook_id
 from handlers.store import CONNECTIONS, SYNC_STATE, doc_id
 from ops import pubsub_admin
-from ops.local.emulators import Emulator
 from ops.local.stack import Emulators, Stack, StackSpec, running_stack
 from ops.local.topology import Delivery
 from ops.signing import signed_headers
@@ -76,9 +75,7 @@ class Reconciling:
 
 @pytest.fixture(scope="module")
 def rec(
-    pubsub_emulator: Emulator,
-    firestore_emulator: Emulator,
-    tasks_emulator: Emulator,
+    emulators: Emulators,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Reconciling]:
     database = f"reconcile-{uuid.uuid4().hex[:8]}"
@@ -98,7 +95,7 @@ def rec(
         },
         delivery=Delivery(minimum_backoff_seconds=1, maximum_backoff_seconds=2),
     )
-    with running_stack(spec, Emulators(pubsub_emulator, firestore_emulator, tasks_emulator)) as s:
+    with running_stack(spec, emulators) as s:
         yield Reconciling(s, database)
 
 
