@@ -194,6 +194,18 @@ def test_write_behind_falls_back_to_writing_at_once_without_a_file_descriptor() 
     assert json.loads(line)["event"] == "webhook_published"
 
 
+def python(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by a Python process of its own, from the repository; what it printed."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_write_behind_lines_pending_at_exit_are_written() -> None:
     script = (
         "from shared.log import JsonLogger\n"
@@ -201,14 +213,8 @@ def test_write_behind_lines_pending_at_exit_are_written() -> None:
         "for n in range(3):\n"
         "    log.log('INFO', 'webhook_published', 'stored', number=n)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = python(script)
+    assert done.returncode == 0, done.stderr
     assert [json.loads(line)["number"] for line in done.stdout.splitlines()] == [0, 1, 2]
 
 
@@ -245,14 +251,7 @@ def test_lines_pending_when_a_server_dies_of_its_re_raised_sigterm_are_written()
         "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
         "signal.raise_signal(captured[0])\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = python(script)
     assert done.returncode == -signal.SIGTERM, done.stderr
     assert [json.loads(line)["number"] for line in done.stdout.splitlines()] == [0, 1, 2, 3]
 
