@@ -20,6 +20,7 @@ import hcl2
 from ops.terraform import evaluate
 
 MODULE: Final = Path(__file__).resolve().parents[2] / "terraform"
+README: Final = MODULE.parent / "README.md"
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,10 @@ def expr(value: str) -> str:
     """The inside of a `${...}` expression."""
     assert value.startswith("${") and value.endswith("}"), value
     return value[2:-1]
+
+
+def dynamic_conditions(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """An alert policy's `dynamic "conditions"` block."""
+    [conditions] = [d['"conditions"'] for d in policy["dynamic"] if '"conditions"' in d]
+    assert isinstance(conditions, dict)
+    return conditions

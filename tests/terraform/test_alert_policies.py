@@ -15,11 +15,19 @@ from typing import Any
 import pytest
 
 from shared.names import Names
-from shared.routing import load_routes
-from tests.terraform.module import MODULE, PREFIX, computed, expr, literal, load, refusals_of
+from shared.routing import ROUTING_FILE, load_routes
+from tests.terraform.module import (
+    PREFIX,
+    README,
+    computed,
+    dynamic_conditions,
+    expr,
+    literal,
+    load,
+    refusals_of,
+)
 from tests.terraform.test_wiring import WITH_HOOKS
 
-README = MODULE.parent / "README.md"
 RUNBOOK = "Runbook"
 # How each policy's documentation ends: its entry under the README's Runbook.
 _LINK = re.compile(r"\n\n\[Runbook\]\(\$\{var\.runbook_url\}#(?P<anchor>[^)]+)\)$")
@@ -106,12 +114,6 @@ def test_the_runbook_url_is_a_readme_each_alert_can_append_an_anchor_to() -> Non
 # --- the push backlog -------------------------------------------------------------------------
 
 
-def dynamic_conditions(policy: dict[str, Any]) -> dict[str, Any]:
-    [conditions] = [d['"conditions"'] for d in policy["dynamic"] if '"conditions"' in d]
-    assert isinstance(conditions, dict)
-    return conditions
-
-
 def test_a_push_subscription_falling_behind_alerts_for_its_route() -> None:
     policy = load().resource("google_monitoring_alert_policy", "push_backlog")
     conditions = dynamic_conditions(policy)
@@ -156,7 +158,7 @@ def test_a_policy_with_a_condition_per_route_stops_the_plan_past_six_routes(
     limit = module.locals["max_policy_conditions"]
     condition = expr(precondition["condition"]).replace("local.max_policy_conditions", str(limit))
     assert computed(condition, WITH_HOOKS) is True
-    table = json.loads((MODULE.parent / "shared" / "routing.json").read_text())
+    table = json.loads(ROUTING_FILE.read_text())
     for i in range(limit + 1 - len(table["routes"])):
         table["routes"][f"extra-{i}"] = {**table["routes"]["alerts"]}
     crowded = tmp_path / "routing.json"

@@ -17,16 +17,16 @@ import pytest
 
 from shared.routing import load_table
 from shared.settings import HandlerSettings
-from tests.terraform.module import MODULE, computed, expr, literal, load, refusals_of
+from tests.terraform.module import MODULE, README, computed, expr, literal, load, refusals_of
 from tests.terraform.test_alert_policies import thresholds
 from tests.terraform.test_wiring import (
+    HOOK_SECRETS,
+    HOOK_SETTINGS,
     SERVER_VARIABLES,
     WITH_HOOKS,
     handler_environment,
     known_fields,
 )
-
-README = MODULE.parent / "README.md"
 
 
 def names_map(names: list[str]) -> list[str]:
@@ -39,9 +39,7 @@ def names_map(names: list[str]) -> list[str]:
 
 def names_the_services_read() -> set[str]:
     """Every variable a handler service reads or is given, but the hooks' own."""
-    hook_names = set(json.loads(WITH_HOOKS["hook_settings"])) | set(
-        json.loads(WITH_HOOKS["hook_secrets"])
-    )
+    hook_names = set(HOOK_SETTINGS) | set(HOOK_SECRETS)
     given: set[str] = set()
     for service in load_table().services:
         given |= handler_environment(service, WITH_HOOKS).keys() - hook_names

@@ -22,9 +22,17 @@ from ops.cli.archive import ARCHIVE_PREFIX, ARCHIVE_SUFFIX
 from shared.names import Names
 from shared.routing import MAX_FILTER_BYTES, PUSH_PATH, load_routes, load_table
 from shared.settings import HandlerSettings, IngestSettings, ReconcilerSettings
-from tests.terraform.module import PREFIX, block, computed, expr, literal, load
+from tests.terraform.module import (
+    PREFIX,
+    README,
+    block,
+    computed,
+    dynamic_conditions,
+    expr,
+    literal,
+    load,
+)
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 # Read by the servers that run the code (the handlers' gunicorn), not by it.
 SERVER_VARIABLES = {"THREADS"}
 # What handler_environment puts for a variable whose value comes from Secret Manager.
@@ -104,8 +112,7 @@ def test_a_route_without_event_types_gets_no_subscription_and_nothing_is_pushed_
     ]:
         assert expr(module.resource(kind, name)["for_each"]) == "local.subscribed_routes", name
     policy = module.resource("google_monitoring_alert_policy", "dead_letter_backlog")
-    [conditions] = [d['"conditions"'] for d in policy["dynamic"] if '"conditions"' in d]
-    assert expr(conditions["for_each"]) == "local.subscribed_routes"
+    assert expr(dynamic_conditions(policy)["for_each"]) == "local.subscribed_routes"
     # Dead-lettering grants follow the subscribed routes too (routes_by_service).
     assert set(computed("local.routes_by_service")).isdisjoint(hook_services)
 
