@@ -78,6 +78,12 @@ locals {
     "CLOUD_TASKS_", "CLOUD_RUN_", "K_", "X_GOOGLE_", "PYTHON", "GUNICORN_", "SUPAGLUE_",
     "RECONCILE_",
   ])
+  # A reserved name, or one that starts with a reserved prefix (all of them [A-Z_]: no escaping).
+  reserved_env_regex = "^(${join("|", local.reserved_env_names)})$|^(${join("|", local.reserved_env_prefixes)})"
+  reserved_env_help  = "${join(", ", sort(local.reserved_env_names))}, or ${join(", ", [for p in sort(local.reserved_env_prefixes) : "${p}*"])}. Give your hook's settings a prefix of its own (e.g. CRM_)."
+  env_name_regex     = "^[A-Z][A-Z0-9_]*$"
+  # Secret Manager's secret ids: letters, digits, '-' and '_', at most 255.
+  secret_id_regex = "^[A-Za-z0-9_-]{1,255}$"
 }
 
 variable "hook_settings" {
@@ -86,15 +92,12 @@ variable "hook_settings" {
   default     = {}
 
   validation {
-    condition     = alltrue([for name in keys(var.hook_settings) : can(regex("^[A-Z][A-Z0-9_]*$", name))])
+    condition     = alltrue([for name in keys(var.hook_settings) : can(regex(local.env_name_regex, name))])
     error_message = "hook_settings names must be environment variable names: upper-case letters, digits and '_', starting with a letter (e.g. CRM_BASE_URL)."
   }
   validation {
-    condition = alltrue([
-      for name in keys(var.hook_settings) :
-      !contains(local.reserved_env_names, name) && alltrue([for p in local.reserved_env_prefixes : !startswith(name, p)])
-    ])
-    error_message = "hook_settings names must not be, or start like, a variable the services already read: ${join(", ", sort(local.reserved_env_names))}, or ${join(", ", [for p in sort(local.reserved_env_prefixes) : "${p}*"])}. Give your hook's settings a prefix of its own (e.g. CRM_)."
+    condition     = alltrue([for name in keys(var.hook_settings) : !can(regex(local.reserved_env_regex, name))])
+    error_message = "hook_settings names must not be, or start like, a variable the services already read: ${local.reserved_env_help}"
   }
 }
 
@@ -104,23 +107,19 @@ variable "hook_secrets" {
   default     = {}
 
   validation {
-    condition     = alltrue([for name in keys(var.hook_secrets) : can(regex("^[A-Z][A-Z0-9_]*$", name))])
+    condition     = alltrue([for name in keys(var.hook_secrets) : can(regex(local.env_name_regex, name))])
     error_message = "hook_secrets names must be environment variable names: upper-case letters, digits and '_', starting with a letter (e.g. CRM_API_TOKEN)."
   }
   validation {
-    condition = alltrue([
-      for name in keys(var.hook_secrets) :
-      !contains(local.reserved_env_names, name) && alltrue([for p in local.reserved_env_prefixes : !startswith(name, p)])
-    ])
-    error_message = "hook_secrets names must not be, or start like, a variable the services already read: ${join(", ", sort(local.reserved_env_names))}, or ${join(", ", [for p in sort(local.reserved_env_prefixes) : "${p}*"])}. Give your hook's settings a prefix of its own (e.g. CRM_)."
+    condition     = alltrue([for name in keys(var.hook_secrets) : !can(regex(local.reserved_env_regex, name))])
+    error_message = "hook_secrets names must not be, or start like, a variable the services already read: ${local.reserved_env_help}"
   }
   validation {
     condition     = length(setintersection(keys(var.hook_secrets), keys(var.hook_settings))) == 0
     error_message = "A name is in both hook_settings and hook_secrets: ${join(", ", setintersection(keys(var.hook_secrets), keys(var.hook_settings)))}."
   }
   validation {
-    # Secret Manager's secret ids: letters, digits, '-' and '_', at most 255.
-    condition     = alltrue([for id in values(var.hook_secrets) : can(regex("^[A-Za-z0-9_-]{1,255}$", id))])
+    condition     = alltrue([for id in values(var.hook_secrets) : can(regex(local.secret_id_regex, id))])
     error_message = "hook_secrets values must be Secret Manager secret ids in this project (letters, digits, '-' and '_'), such as crm-api-token; not a resource name or a value."
   }
 }
@@ -350,7 +349,7 @@ variable "alert_channels" {
         try(var.alert_channels.slack.auth_token_secret, ""),
         try(var.alert_channels.pagerduty.service_key_secret, ""),
         try(var.alert_channels.webhook.password_secret, ""),
-      ]) : can(regex("^[A-Za-z0-9_-]{1,255}$", id))
+      ]) : can(regex(local.secret_id_regex, id))
     ])
     error_message = "alert_channels secrets (auth_token_secret, service_key_secret, password_secret) must be Secret Manager secret ids in this project, such as slack-alerts-token; never the secret itself."
   }
